@@ -1,0 +1,45 @@
+# Every target creates the environment first when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+# Installed only when the environment has no torch yet. Machines with a local CPU wheel of this
+# version get it from disk; elsewhere pick your build, e.g.
+#   make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+CONFIG ?= configs/mt.yaml
+ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install fit test lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@# A torch already importable by $(PYTHON) is reused instead of installing another.
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "reusing the torch of $(PYTHON)"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)  ## create .venv with mtfilter and its test tools
+
+fit: $(STAMP)  ## train one run: make fit CONFIG=configs/st.yaml ARGS="--trainer.max_epochs 50"
+	$(BIN)/mtfilter fit --config $(CONFIG) $(ARGS)
+
+test: $(STAMP)  ## run the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove the environment and caches (run output in lightning_logs/ stays)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
