@@ -1,0 +1,211 @@
+"""The bit-mapping task (a fixed random map from sample indices to `num_bits`-bit strings) and the
+LightningDataModule that serves it from tensors already on the training device."""
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+
+from mtfilter import counter_rng
+from mtfilter.errors import ConfigError
+
+TargetKind = Literal["permutation", "random"]
+
+# Fit's validation loader is empty on purpose (see val_dataloader); Lightning warns about that.
+warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+
+# randperm over all 2**num_bits codes must stay affordable.
+MAX_PERMUTATION_BITS = 30
+
+Batch = tuple[Tensor, Tensor]  # indices (R, B) int64, targets (R, B, T) float32; R may be 1
+
+
+def make_targets(num_bits: int, num_samples: int, kind: TargetKind, data_seed: int) -> Tensor:
+    """(num_samples, num_bits) float32 bits: a pure function of its arguments, built on the CPU so
+    it is the same on every machine and device.
+
+    `permutation` maps the samples one-to-one onto distinct codes of a random permutation of all
+    2**num_bits codes (the original experiment); `random` draws independent fair bits.
+    """
+    generator = torch.Generator().manual_seed(data_seed)
+    if kind == "random":
+        return torch.randint(0, 2, (num_samples, num_bits), generator=generator).float()
+    codes = torch.randperm(2**num_bits, generator=generator)[:num_samples]
+    shifts = torch.arange(num_bits - 1, -1, -1)  # bit 0 is the leftmost (most significant)
+    return ((codes[:, None] >> shifts) & 1).float()
+
+
+def fingerprint(targets: Tensor) -> str:
+    """A short hash of the dataset: equal fingerprints mean identical inputs and targets."""
+    bits = targets.to(torch.uint8).contiguous()
+    digest = hashlib.sha256(str(tuple(bits.shape)).encode() + bits.numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+class EpochShuffle:
+    """Per-replica sample orders for each epoch, drawn on the device from (seed, epoch) alone.
+
+    Lightning calls `set_epoch` before each epoch (as for a DistributedSampler), so a resumed run
+    sees the same orders as an uninterrupted one. Under DDP each rank takes every
+    `world_size`-th sample of the order, padded by wrap-around to equal shares.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seeds: list[int],
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.num_samples = num_samples
+        self.rank, self.world_size = rank, world_size
+        self.num_local = math.ceil(num_samples / world_size)
+        self._keys = counter_rng.element_keys(counter_rng.seed_keys(seeds), num_samples).to(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> Tensor:
+        """(R, num_local) sample indices of this rank for the current epoch."""
+        keys = counter_rng.draw(self._keys, counter_rng.SHUFFLE_STREAM, self.epoch)
+        order = keys.argsort(dim=1)
+        total = self.num_local * self.world_size
+        if total > self.num_samples:
+            order = torch.cat([order, order[:, : total - self.num_samples]], dim=1)
+        return order[:, self.rank :: self.world_size]
+
+
+class DeviceBatches:
+    """Minibatches sliced from device tensors: no per-sample `__getitem__`, workers or host copies.
+
+    With a `sampler`, each epoch is a fresh order of the samples per replica; without one, a single
+    batch of the whole dataset in index order (the evaluation pass).
+    """
+
+    def __init__(
+        self, targets: Tensor, batch_size: int, sampler: EpochShuffle | None = None
+    ) -> None:
+        self.targets = targets  # (N, T) on the training device
+        self.batch_size = batch_size
+        # DataLoader's attribute names, which Lightning inspects: it calls `sampler.set_epoch`.
+        self.sampler = sampler
+        self.batch_sampler = None
+        num_local = sampler.num_local if sampler is not None else len(targets)
+        self._num_batches = math.ceil(num_local / batch_size) if sampler is not None else 1
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.sampler is None:
+            indices = torch.arange(len(self.targets), device=self.targets.device)[None]
+            yield indices, self.targets[None]
+            return
+        order = self.sampler.order()
+        for start in range(0, order.shape[1], self.batch_size):
+            indices = order[:, start : start + self.batch_size]
+            yield indices, self.targets[indices]
+
+
+class BitMappingDataModule(L.LightningDataModule):
+    """Inputs are the sample indices `0 .. num_samples-1`; targets are fixed random bit strings.
+
+    Args:
+        num_bits: Bits per target string; every bit is a task.
+        num_samples: Number of inputs (default: all `2**num_bits` codes).
+        targets: `permutation`, a random one-to-one map onto distinct codes (the original
+            experiment), or `random`, independent fair bits.
+        data_seed: Seed of the dataset alone, separate from the run's seed, so every run, layout
+            and device learns exactly the same function.
+        batch_size: Samples per training step (per device under DDP).
+        seeds: Seeds of the run's stacked replicas, one each: replica r sees the sample order of
+            a separate run with seed `seeds[r]`. Default: the seed set by `seed_everything`.
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 10,
+        num_samples: int | None = None,
+        targets: TargetKind = "permutation",
+        data_seed: int = 0,
+        batch_size: int = 512,
+        seeds: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_bits < 1:
+            raise ConfigError(f"data.num_bits must be at least 1, got {num_bits}")
+        if targets == "permutation" and num_bits > MAX_PERMUTATION_BITS:
+            raise ConfigError(
+                f"data.num_bits={num_bits} is too many for permutation targets (at most "
+                f"{MAX_PERMUTATION_BITS}); use data.targets=random"
+            )
+        if num_samples is None:
+            num_samples = 2**num_bits
+        if num_samples < 1:
+            raise ConfigError(f"data.num_samples must be at least 1, got {num_samples}")
+        if targets == "permutation" and num_samples > 2**num_bits:
+            raise ConfigError(
+                f"data.num_samples={num_samples} exceeds the {2**num_bits} distinct "
+                f"{num_bits}-bit strings a permutation can map onto"
+            )
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
+        if data_seed < 0:
+            raise ConfigError(f"data.data_seed must be non-negative, got {data_seed}")
+        seeds = [torch.initial_seed()] if seeds is None else list(seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(f"data.seeds must be distinct non-negative integers, got {seeds}")
+        # The resolved num_samples and seeds reach the model's hyperparameters (linked by the CLI);
+        # recording them here too would clash with the CLI's record of the unresolved values.
+        self.save_hyperparameters(ignore=["num_samples", "seeds"])
+        self.num_bits = num_bits
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        # Built eagerly: tiny, and the fingerprint must be known before the model is built.
+        self.targets = make_targets(num_bits, num_samples, targets, data_seed)
+        self.fingerprint = fingerprint(self.targets)
+        self.seeds = seeds
+        self._device_targets: Tensor | None = None
+
+    def _on_device(self) -> Tensor:
+        device = (
+            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        )
+        if self._device_targets is None or self._device_targets.device != device:
+            self._device_targets = self.targets.to(device)
+        return self._device_targets
+
+    def full_batch(self) -> Batch:
+        """The whole dataset as one batch on the training device: (1, N) indices and
+        (1, N, T) targets."""
+        return next(iter(DeviceBatches(self._on_device(), self.num_samples)))
+
+    def train_dataloader(self) -> DeviceBatches:
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        targets = self._on_device()
+        sampler = EpochShuffle(self.num_samples, self.seeds, targets.device, rank, world_size)
+        return DeviceBatches(targets, self.batch_size, sampler)
+
+    def val_dataloader(self) -> DeviceBatches | list:
+        # During fit the module evaluates the full dataset at the end of every epoch itself:
+        # Lightning's validation loop costs ~1 ms per epoch of bookkeeping, more than a small
+        # model's whole evaluation pass (see the module). `validate` gets the pass from here.
+        if self.trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            return []
+        return DeviceBatches(self._on_device(), self.num_samples)
+
+    def test_dataloader(self) -> DeviceBatches:
+        # The task is to memorise the map: the test set is the whole dataset.
+        return DeviceBatches(self._on_device(), self.num_samples)
+
+    def predict_dataloader(self) -> DeviceBatches:
+        return DeviceBatches(self._on_device(), self.num_samples)

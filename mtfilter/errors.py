@@ -1,0 +1,17 @@
+"""Errors that name a problem with the user's input or run; the CLI prints them as one line."""
+
+
+class MtfilterError(Exception):
+    """Base of the errors the CLI reports without a traceback."""
+
+
+class ConfigError(MtfilterError, ValueError):
+    """An invalid setting or combination of settings."""
+
+
+class CheckpointMismatchError(MtfilterError, ValueError):
+    """A checkpoint that does not belong to this dataset or model."""
+
+
+class NonFiniteLossError(MtfilterError, FloatingPointError):
+    """A logged loss became NaN or infinite: training stops."""

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from mtfilter import BitMappingDataModule, ConfigError, fingerprint, make_targets
+from mtfilter.data import DeviceBatches, EpochShuffle
+
+
+def test_targets_are_a_pure_function_of_their_arguments():
+    a = make_targets(6, 64, "permutation", data_seed=3)
+    assert torch.equal(a, make_targets(6, 64, "permutation", data_seed=3))
+    assert not torch.equal(a, make_targets(6, 64, "permutation", data_seed=4))
+    assert fingerprint(a) == fingerprint(a.clone())
+    assert fingerprint(a) != fingerprint(make_targets(6, 64, "permutation", data_seed=4))
+
+
+def test_permutation_maps_onto_distinct_bit_strings():
+    targets = make_targets(5, 32, "permutation", data_seed=0)
+    assert targets.shape == (32, 5)
+    assert set(targets.unique().tolist()) == {0.0, 1.0}
+    codes = {tuple(row) for row in targets.int().tolist()}
+    assert len(codes) == 32  # all 2**5 strings, each once
+
+
+def test_random_targets_are_fair_independent_bits():
+    targets = make_targets(8, 4096, "random", data_seed=0)
+    assert abs(float(targets.mean()) - 0.5) < 0.02
+    assert len({tuple(row) for row in targets.int().tolist()}) < 4096  # repeats allowed
+
+
+def test_data_module_resolves_defaults_and_fingerprint():
+    dm = BitMappingDataModule(num_bits=4, data_seed=1, seeds=[7])
+    assert dm.num_samples == 16
+    assert dm.fingerprint == fingerprint(make_targets(4, 16, "permutation", 1))
+    assert dm.seeds == [7]
+
+
+def test_fingerprint_differs_between_target_kinds_and_sizes():
+    prints = {
+        BitMappingDataModule(num_bits=4).fingerprint,
+        BitMappingDataModule(num_bits=4, targets="random").fingerprint,
+        BitMappingDataModule(num_bits=4, num_samples=8).fingerprint,
+    }
+    assert len(prints) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_bits": 0}, "num_bits"),
+        ({"num_bits": 4, "num_samples": 17}, "num_samples=17"),
+        ({"num_bits": 4, "num_samples": 0}, "num_samples"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"data_seed": -1}, "data_seed"),
+        ({"seeds": [1, 1]}, "seeds"),
+        ({"num_bits": 31}, "num_bits=31"),
+    ],
+    ids=["bits", "too-many-samples", "no-samples", "batch", "data-seed", "seeds", "huge"],
+)
+def test_bad_settings_name_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        BitMappingDataModule(**kwargs)
+
+
+def test_epoch_shuffle_is_a_fresh_permutation_each_epoch_and_reproducible():
+    shuffle = EpochShuffle(100, seeds=[0, 1], device=torch.device("cpu"))
+    orders = []
+    for epoch in range(3):
+        shuffle.set_epoch(epoch)
+        order = shuffle.order()
+        assert order.shape == (2, 100)
+        for row in order:
+            assert sorted(row.tolist()) == list(range(100))
+        orders.append(order)
+    assert not torch.equal(orders[0], orders[1])
+    assert not torch.equal(orders[0][0], orders[0][1])  # replicas differ
+    shuffle.set_epoch(1)
+    assert torch.equal(shuffle.order(), orders[1])
+
+
+def test_a_replica_sees_the_order_of_the_separate_run_with_its_seed():
+    stacked = EpochShuffle(50, seeds=[3, 8], device=torch.device("cpu"))
+    alone = EpochShuffle(50, seeds=[8], device=torch.device("cpu"))
+    stacked.set_epoch(4)
+    alone.set_epoch(4)
+    assert torch.equal(stacked.order()[1], alone.order()[0])
+
+
+def test_ranks_split_each_epoch_into_equal_disjoint_shares():
+    shares = []
+    for rank in range(3):
+        shuffle = EpochShuffle(10, seeds=[0], device=torch.device("cpu"), rank=rank, world_size=3)
+        shuffle.set_epoch(2)
+        shares.append(shuffle.order()[0].tolist())
+    assert all(len(share) == 4 for share in shares)  # padded by wrap-around
+    assert set(sum(shares, [])) == set(range(10))
+
+
+def test_device_batches_slice_targets_on_their_device():
+    targets = make_targets(3, 8, "permutation", 0)
+    batches = DeviceBatches(targets, batch_size=3, sampler=EpochShuffle(8, [0], targets.device))
+    assert len(batches) == 3
+    seen = []
+    for indices, batch_targets in batches:
+        assert indices.dim() == 2 and indices.shape[0] == 1
+        assert torch.equal(batch_targets, targets[indices])
+        seen += indices[0].tolist()
+    assert sorted(seen) == list(range(8))
+    full_indices, full_targets = next(iter(DeviceBatches(targets, 8)))
+    assert full_indices.tolist() == [list(range(8))] and torch.equal(full_targets[0], targets)
