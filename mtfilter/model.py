@@ -1,0 +1,266 @@
+"""The MLP of the experiment in every layout, as plain `torch.nn` (no Lightning): one batched
+("grouped") computation for all tasks and stacked replicas, never a Python loop over tasks."""
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mtfilter.errors import ConfigError
+from mtfilter.layers import GroupedBatchNorm, GroupedLinear, normal_per_replica
+
+Layout = Literal["mt", "st", "split"]
+Encoding = Literal["embedding", "binary"]
+
+
+class HiddenLayer(nn.Module):
+    """Linear, then optional BatchNorm, ReLU and dropout: (G, B, in) -> (G, B, out)."""
+
+    def __init__(self, linear: GroupedLinear, batch_norm: bool, dropout: float) -> None:
+        super().__init__()
+        self.linear = linear
+        self.norm = GroupedBatchNorm(linear.num_groups, linear.out_features) if batch_norm else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.linear(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = torch.relu(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class BitMLP(nn.Module):
+    """`num_layers` linear layers mapping a sample index to one logit per bit.
+
+    Layer shapes follow the original experiment: `in_dim -> hidden_dim`, `num_layers - 2` times
+    `hidden_dim -> hidden_dim`, then the output layer; each hidden layer is followed by optional
+    BatchNorm, ReLU and dropout.
+
+    Layouts, for `num_bits` tasks:
+      - `mt`: one network (input encoding, every hidden layer) shared by all bits, with a
+        `num_bits`-wide output layer, i.e. one 1-wide head per bit.
+      - `st`: `num_bits` fully independent networks, each with its own input embedding, hidden
+        layers and 1-wide head: about `num_bits` times the parameters of `mt` at equal width.
+      - `split`: the input encoding and the first `num_shared_layers` hidden layers shared, the rest
+        per bit. `num_shared_layers = num_layers - 1` is `mt`; with `binary` encoding,
+        `num_shared_layers = 0` is `st`.
+
+    Every layout runs as one batched computation: per-bit weights are stacked on a group axis and
+    each layer is one batched matmul for all bits. Where shared features meet the first per-bit
+    layer, that layer is a single matmul to `num_bits * width` outputs, split into groups after.
+
+    Replicas (`num_replicas`) stack independent copies of the whole model on the same group axis,
+    replica-major: every parameter's leading axis is `num_replicas * k`, replica r owning rows
+    `r*k .. (r+1)*k - 1`. Inputs are then (R, B) indices, one row of samples per replica.
+
+    Args:
+        num_bits: Output bits, one task each.
+        num_samples: Number of distinct inputs (rows of the embedding table).
+        layout: `mt`, `st` or `split` (see above).
+        num_shared_layers: For `split` only: how many leading hidden layers are shared.
+        num_layers: Linear layers, output layer included (at least 1).
+        in_dim: Width of the input encoding.
+        hidden_dim: Width of every hidden layer (per bit in `st`).
+        batch_norm: BatchNorm after each hidden linear layer, as the original.
+        dropout: Dropout probability after each hidden ReLU.
+        encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
+            index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`).
+        num_replicas: Independent copies trained side by side (stacked seeds).
+        init_seeds: One seed per replica: replica r is initialised from its own generator exactly
+            as a 1-replica model with seed `init_seeds[r]`. Default: the global torch RNG.
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 10,
+        num_samples: int = 1024,
+        layout: Layout = "mt",
+        num_shared_layers: int | None = None,
+        num_layers: int = 3,
+        in_dim: int = 16,
+        hidden_dim: int = 1024,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        encoding: Encoding = "embedding",
+        num_replicas: int = 1,
+        init_seeds: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        num_hidden = num_layers - 1
+        _check_arguments(
+            num_bits,
+            num_samples,
+            layout,
+            num_shared_layers,
+            num_layers,
+            in_dim,
+            hidden_dim,
+            dropout,
+            encoding,
+            num_replicas,
+            init_seeds,
+        )
+        if layout == "mt":
+            num_shared_layers = num_hidden
+        elif layout == "st":
+            num_shared_layers = 0
+        assert num_shared_layers is not None
+        self.num_bits, self.num_samples, self.num_replicas = num_bits, num_samples, num_replicas
+        self.layout, self.num_shared_layers, self.encoding = layout, num_shared_layers, encoding
+        R, T = num_replicas, num_bits
+
+        # Input encoding: per bit only in st with a learned table.
+        shared_input = not (layout == "st" and encoding == "embedding")
+        input_groups = R if shared_input else R * T
+        self.embedding: nn.Embedding | None = None
+        if encoding == "embedding":
+            # One table per group, stored as a single table with per-group row offsets.
+            self.embedding = nn.Embedding(input_groups * num_samples, in_dim)
+            offsets = torch.arange(input_groups).view(R, -1, 1) * num_samples  # (R, groups/R, 1)
+            self.register_buffer("_row_offsets", offsets, persistent=False)
+        else:
+            shifts = torch.arange(in_dim - 1, -1, -1)
+            codes = (torch.arange(num_samples)[:, None] >> shifts) & 1  # (N, in_dim)
+            self.register_buffer("_codes", codes.float(), persistent=False)
+
+        # Hidden layers, then the head; `groups` tracks whether features are shared (R) or per
+        # bit (R*T) at each point of the stack.
+        layers, groups, width = [], input_groups, in_dim
+        self._fan_out_layer: int | None = None  # its output is split into per-bit groups
+        for i in range(num_hidden):
+            if i < num_shared_layers:
+                linear = GroupedLinear(R, width, hidden_dim)
+            elif groups == R:  # first per-bit layer on shared features: fan out to all bits
+                linear = GroupedLinear(R, width, T * hidden_dim)
+                self._fan_out_layer, groups = i, R * T
+            else:
+                linear = GroupedLinear(R * T, width, hidden_dim)
+            layers.append(HiddenLayer(linear, batch_norm, dropout))
+            width = hidden_dim
+        self.hidden = nn.ModuleList(layers)
+        # On shared features the head is one matmul to num_bits logits (a 1-wide head per bit).
+        self.head = GroupedLinear(R, width, T) if groups == R else GroupedLinear(R * T, width, 1)
+        self.reset_parameters(init_seeds)
+
+    def reset_parameters(self, seeds: list[int] | None = None) -> None:
+        """Re-initialise every parameter; with `seeds`, replica r from its own generator."""
+        generators = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+        with torch.no_grad():
+            if self.embedding is not None:
+                normal_per_replica(self.embedding.weight, generators)
+            for layer in self.hidden:
+                layer.linear.reset_parameters(generators)
+                if layer.norm is not None:
+                    layer.norm.norm.reset_parameters()
+            self.head.reset_parameters(generators)
+
+    def forward(self, indices: Tensor) -> Tensor:
+        """Logits for sample `indices`: (B,) -> (B, T), or (R, B) -> (R, B, T).
+
+        A (1, B) row of indices is shared by all replicas (the evaluation pass).
+        """
+        squeeze = indices.dim() == 1
+        if squeeze:
+            indices = indices[None]
+        R, T = self.num_replicas, self.num_bits
+        batch = indices.shape[-1]
+        x = self._encode(indices)  # (R, B, in) or (R*T, B, in)
+        for i, layer in enumerate(self.hidden):
+            x = layer(x)
+            if i == self._fan_out_layer:  # (R, B, T*h) -> (R*T, B, h)
+                x = x.reshape(R, batch, T, -1).transpose(1, 2).reshape(R * T, batch, -1)
+        logits = self.head(x)
+        if logits.shape[0] == R * T:  # per-bit heads: (R*T, B, 1) -> (R, B, T)
+            logits = logits.view(R, T, batch).transpose(1, 2)
+        return logits[0] if squeeze else logits
+
+    def _encode(self, indices: Tensor) -> Tensor:
+        R = self.num_replicas
+        if self.embedding is None:
+            return self._codes[indices].expand(R, -1, -1)
+        # (R, 1, B) + (R, groups/R, 1) -> (R, groups/R, B) rows of the stacked table
+        rows = indices[:, None, :] + self._row_offsets
+        return self.embedding(rows.reshape(-1, indices.shape[-1]))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every bit's output depends on (empty for `st`)."""
+        return [p for name, p in self.named_parameters() if self._is_shared(name)]
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """Parameters that only one bit's output depends on (each tensor holds all bits' slices)."""
+        return [p for name, p in self.named_parameters() if not self._is_shared(name)]
+
+    def _is_shared(self, name: str) -> bool:
+        if name.startswith("embedding."):
+            return self.embedding is not None and self.embedding.num_embeddings == (
+                self.num_replicas * self.num_samples
+            )
+        if name.startswith("hidden."):
+            return int(name.split(".")[1]) < self.num_shared_layers
+        return False  # the head
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts of one replica.
+
+        `total`: all parameters; `shared`: those every bit depends on; `per_task`: what one bit's
+        output depends on (shared plus its own); `task_specific`: one bit's own parameters.
+        """
+        shared = sum(p.numel() for p in self.shared_parameters()) // self.num_replicas
+        own = sum(p.numel() for p in self.task_parameters()) // self.num_replicas
+        return {
+            "total": shared + own,
+            "shared": shared,
+            "per_task": shared + own // self.num_bits,
+            "task_specific": own // self.num_bits,
+        }
+
+
+def _check_arguments(
+    num_bits: int,
+    num_samples: int,
+    layout: str,
+    num_shared_layers: int | None,
+    num_layers: int,
+    in_dim: int,
+    hidden_dim: int,
+    dropout: float,
+    encoding: str,
+    num_replicas: int,
+    init_seeds: list[int] | None,
+) -> None:
+    for name, value in [
+        ("num_bits", num_bits),
+        ("num_samples", num_samples),
+        ("num_layers", num_layers),
+        ("in_dim", in_dim),
+        ("hidden_dim", hidden_dim),
+        ("num_replicas", num_replicas),
+    ]:
+        if value < 1:
+            raise ConfigError(f"model.{name} must be at least 1, got {value}")
+    if layout not in ("mt", "st", "split"):
+        raise ConfigError(f"model.layout must be 'mt', 'st' or 'split', got {layout!r}")
+    if encoding not in ("embedding", "binary"):
+        raise ConfigError(f"model.encoding must be 'embedding' or 'binary', got {encoding!r}")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    num_hidden = num_layers - 1
+    if layout == "split":
+        if num_shared_layers is None or not 0 <= num_shared_layers <= num_hidden:
+            raise ConfigError(
+                f"model.layout=split needs model.num_shared_layers in 0..{num_hidden} "
+                f"(the number of hidden layers), got {num_shared_layers}"
+            )
+    elif num_shared_layers is not None:
+        raise ConfigError(
+            f"model.num_shared_layers applies to layout=split only (layout={layout} shares "
+            f"{'every' if layout == 'mt' else 'no'} layer)"
+        )
+    if encoding == "binary" and 2**in_dim < num_samples:
+        raise ConfigError(
+            f"model.in_dim={in_dim} bits cannot tell {num_samples} samples apart with binary "
+            f"encoding (need 2**in_dim >= num_samples)"
+        )
+    if init_seeds is not None and len(init_seeds) != num_replicas:
+        raise ConfigError(f"{len(init_seeds)} init_seeds for {num_replicas} replicas")

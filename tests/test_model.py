@@ -1,0 +1,279 @@
+"""The grouped model against plain torch.nn references built from the same weights."""
+
+import pytest
+import torch
+from torch import nn
+
+from mtfilter import BitMLP, ConfigError, per_bit_loss
+
+BITS, SAMPLES, IN_DIM, HIDDEN = 3, 16, 4, 8
+
+
+def make(layout="mt", **kwargs) -> BitMLP:
+    kwargs = {
+        "num_bits": BITS,
+        "num_samples": SAMPLES,
+        "in_dim": IN_DIM,
+        "hidden_dim": HIDDEN,
+        "layout": layout,
+        "init_seeds": [0],
+        **kwargs,
+    }
+    return BitMLP(**kwargs)
+
+
+def linear_from(grouped, group, columns=slice(None)) -> nn.Linear:
+    weight = grouped.weight[group][:, columns]
+    linear = nn.Linear(weight.shape[0], weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(weight.T)
+        linear.bias.copy_(grouped.bias[group, 0, columns])
+    return linear
+
+
+def norm_from(grouped_norm, channels) -> nn.BatchNorm1d:
+    norm = nn.BatchNorm1d(len(range(*channels.indices(10**9))))
+    source = grouped_norm.norm
+    with torch.no_grad():
+        norm.weight.copy_(source.weight[channels])
+        norm.bias.copy_(source.bias[channels])
+    return norm
+
+
+def encoder_from(model: BitMLP, group: int) -> nn.Module:
+    if model.embedding is None:
+        codes = model._codes
+        return _Codes(codes)
+    table = nn.Embedding(SAMPLES, IN_DIM)
+    with torch.no_grad():
+        table.weight.copy_(model.embedding.weight[group * SAMPLES : (group + 1) * SAMPLES])
+    return table
+
+
+class _Codes(nn.Module):
+    def __init__(self, codes):
+        super().__init__()
+        self.register_buffer("codes", codes.clone())
+
+    def forward(self, indices):
+        return self.codes[indices]
+
+
+def block(linear, norm) -> list[nn.Module]:
+    return [linear, norm, nn.ReLU()]
+
+
+def separate_st_models(model: BitMLP) -> list[nn.Sequential]:
+    """num_bits independent plain networks holding the st model's weights."""
+    networks = []
+    for bit in range(BITS):
+        layers: list[nn.Module] = [encoder_from(model, bit if model.embedding else 0)]
+        for i, layer in enumerate(model.hidden):
+            if i == model._fan_out_layer:  # binary encoding: first layer computed for all bits
+                cols = slice(bit * HIDDEN, (bit + 1) * HIDDEN)
+                layers += block(linear_from(layer.linear, 0, cols), norm_from(layer.norm, cols))
+            else:
+                cols = slice(bit * HIDDEN, (bit + 1) * HIDDEN)
+                layers += block(linear_from(layer.linear, bit), norm_from(layer.norm, cols))
+        layers.append(linear_from(model.head, bit))
+        networks.append(nn.Sequential(*layers))
+    return networks
+
+
+def train(parameters, losses_fn, steps=6, lr=0.05):
+    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+    history = []
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 2, (SAMPLES, BITS), generator=generator).float()
+    for _ in range(steps):
+        indices = torch.randperm(SAMPLES, generator=generator)[:10]
+        losses = losses_fn(indices, targets[indices])  # (T,)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step()
+        history.append(losses.detach())
+    return torch.stack(history)
+
+
+@pytest.mark.parametrize("encoding", ["embedding", "binary"])
+def test_grouped_st_trains_exactly_like_separate_models(encoding):
+    model = make("st", encoding=encoding)
+    networks = separate_st_models(model)
+    grouped_losses = train(
+        model.parameters(), lambda i, y: per_bit_loss(model(i[None]), y[None], "l1")[0]
+    )
+    params = [p for net in networks for p in net.parameters()]
+    separate_losses = train(
+        params,
+        lambda i, y: torch.stack(
+            [(torch.sigmoid(net(i)[:, 0]) - y[:, b]).abs().mean() for b, net in enumerate(networks)]
+        ),
+    )
+    torch.testing.assert_close(grouped_losses, separate_losses)
+    assert not torch.allclose(grouped_losses[0], grouped_losses[-1])  # it did train
+    # and the weights after training agree
+    for bit, net in enumerate(networks):
+        head = net[-1]
+        torch.testing.assert_close(head.weight, model.head.weight[bit].T)
+        torch.testing.assert_close(net[1].weight[:, :IN_DIM].T, _first_weight(model, bit))
+
+
+def _first_weight(model, bit):
+    linear = model.hidden[0].linear
+    if model._fan_out_layer == 0:
+        return linear.weight[0][:, bit * HIDDEN : (bit + 1) * HIDDEN]
+    return linear.weight[bit]
+
+
+def test_mt_is_the_plain_multitask_mlp():
+    model = make("mt")
+    reference = nn.Sequential(
+        encoder_from(model, 0),
+        *block(
+            linear_from(model.hidden[0].linear, 0),
+            norm_from(model.hidden[0].norm, slice(0, HIDDEN)),
+        ),
+        *block(
+            linear_from(model.hidden[1].linear, 0),
+            norm_from(model.hidden[1].norm, slice(0, HIDDEN)),
+        ),
+        linear_from(model.head, 0),
+    )
+    grouped = train(model.parameters(), lambda i, y: per_bit_loss(model(i[None]), y[None], "l1")[0])
+    plain = train(
+        reference.parameters(), lambda i, y: (torch.sigmoid(reference(i)) - y).abs().mean(0)
+    )
+    torch.testing.assert_close(grouped, plain)
+
+
+def test_split_shares_the_first_layers_and_branches_per_bit():
+    model = make("split", num_layers=4, num_shared_layers=1)
+    trunk = nn.Sequential(
+        encoder_from(model, 0),
+        *block(
+            linear_from(model.hidden[0].linear, 0),
+            norm_from(model.hidden[0].norm, slice(0, HIDDEN)),
+        ),
+    )
+    fan_out = model.hidden[1]
+    branches = [
+        nn.Sequential(
+            *block(
+                linear_from(fan_out.linear, 0, slice(b * HIDDEN, (b + 1) * HIDDEN)),
+                norm_from(fan_out.norm, slice(b * HIDDEN, (b + 1) * HIDDEN)),
+            ),
+            *block(
+                linear_from(model.hidden[2].linear, b),
+                norm_from(model.hidden[2].norm, slice(b * HIDDEN, (b + 1) * HIDDEN)),
+            ),
+            linear_from(model.head, b),
+        )
+        for b in range(BITS)
+    ]
+    grouped = train(model.parameters(), lambda i, y: per_bit_loss(model(i[None]), y[None], "l1")[0])
+    params = list(trunk.parameters()) + [p for branch in branches for p in branch.parameters()]
+
+    def plain_losses(i, y):
+        features = trunk(i)
+        return torch.stack(
+            [
+                (torch.sigmoid(branch(features)[:, 0]) - y[:, b]).abs().mean()
+                for b, branch in enumerate(branches)
+            ]
+        )
+
+    torch.testing.assert_close(grouped, train(params, plain_losses))
+
+
+@pytest.mark.parametrize("layout", ["mt", "st"])
+def test_stacked_replicas_match_separate_models_with_their_seeds(layout):
+    stacked = BitMLP(
+        num_bits=BITS,
+        num_samples=SAMPLES,
+        in_dim=IN_DIM,
+        hidden_dim=HIDDEN,
+        layout=layout,
+        num_replicas=2,
+        init_seeds=[4, 9],
+    )
+    alone = [make(layout, init_seeds=[seed]) for seed in (4, 9)]
+    indices = torch.randint(0, SAMPLES, (2, 10), generator=torch.Generator().manual_seed(0))
+    out = stacked(indices)
+    for r, model in enumerate(alone):
+        torch.testing.assert_close(out[r], model(indices[r]))
+
+
+@pytest.mark.parametrize(
+    ("layout", "shared"), [("mt", None), ("st", None), ("split", 0), ("split", 1), ("split", 2)]
+)
+@pytest.mark.parametrize("encoding", ["embedding", "binary"])
+def test_every_layout_maps_indices_to_one_logit_per_bit(layout, shared, encoding):
+    model = make(
+        layout, num_shared_layers=shared, encoding=encoding, num_replicas=2, init_seeds=[0, 1]
+    )
+    assert model(torch.randint(0, SAMPLES, (2, 5))).shape == (2, 5, BITS)
+    assert model(torch.arange(SAMPLES)[None]).shape == (2, SAMPLES, BITS)  # shared by replicas
+    single = make(layout, num_shared_layers=shared, encoding=encoding)
+    assert single(torch.arange(4)).shape == (4, BITS)
+
+
+def _plain_count(in_dim, widths, outputs, embedding=True):
+    """Parameters of one plain MLP with BatchNorm: embedding, hidden layers, output layer."""
+    count = SAMPLES * in_dim if embedding else 0
+    previous = in_dim
+    for width in widths:
+        count += previous * width + width + 2 * width  # linear + BatchNorm affine
+        previous = width
+    return count + previous * outputs + outputs
+
+
+def test_parameter_counts_per_layout():
+    mt = make("mt").parameter_counts()
+    st = make("st").parameter_counts()
+    assert mt["total"] == _plain_count(IN_DIM, [HIDDEN, HIDDEN], BITS)
+    assert st["total"] == BITS * _plain_count(IN_DIM, [HIDDEN, HIDDEN], 1)
+    assert st["per_task"] == mt["per_task"] == _plain_count(IN_DIM, [HIDDEN, HIDDEN], 1)
+    assert st["shared"] == 0 and mt["task_specific"] == HIDDEN + 1
+    assert 2.5 < st["total"] / mt["total"] <= BITS  # about num_bits times mt at equal width
+    split = make("split", num_shared_layers=1).parameter_counts()
+    assert split["shared"] == SAMPLES * IN_DIM + IN_DIM * HIDDEN + 3 * HIDDEN
+    assert split["total"] == split["shared"] + BITS * split["task_specific"]
+
+
+def test_shared_and_task_parameters_partition_the_model():
+    for layout, shared in [("mt", 3), ("st", 0), ("split", 1)]:
+        model = make(layout, num_shared_layers=1 if layout == "split" else None)
+        names = {id(p) for p in model.shared_parameters()} | {
+            id(p) for p in model.task_parameters()
+        }
+        assert names == {id(p) for p in model.parameters()}
+        assert len(model.shared_parameters()) >= (1 if shared else 0)
+    assert make("st").shared_parameters() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"layout": "mtt"}, "layout"),
+        ({"layout": "split"}, "num_shared_layers"),
+        ({"layout": "split", "num_shared_layers": 3}, "num_shared_layers"),
+        ({"num_shared_layers": 1}, "split only"),
+        ({"encoding": "binary", "in_dim": 3}, "in_dim=3"),
+    ],
+    ids=[
+        "hidden",
+        "layers",
+        "dropout",
+        "layout-typo",
+        "split-needs-k",
+        "split-k-range",
+        "k-without-split",
+        "binary-too-narrow",
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make(**kwargs)
