@@ -1,0 +1,436 @@
+"""The LightningModule: per-bit losses, Cost-Out loss dropout, optimisation, torchmetrics
+accuracies and the per-epoch record of every figure."""
+
+import time
+from typing import Any, Literal, NamedTuple
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.functional.classification import multilabel_accuracy, multilabel_exact_match
+from typing_extensions import override
+
+from mtfilter import counter_rng, tensorboard
+from mtfilter.data import Batch
+from mtfilter.epoch_log import EpochLog
+from mtfilter.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError
+from mtfilter.model import BitMLP, Encoding, Layout
+
+LossName = Literal["l1", "bce", "mse"]
+
+# The original experiment's optimiser; YAML configs spell it out, library users get it by default.
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e-3, "momentum": 0.9}}
+
+# Architecture hyperparameters: a checkpoint must agree on all of them to be loaded.
+ARCHITECTURE_KEYS = (
+    "num_bits",
+    "num_samples",
+    "layout",
+    "num_shared_layers",
+    "num_layers",
+    "in_dim",
+    "hidden_dim",
+    "batch_norm",
+    "encoding",
+)
+
+
+def per_bit_loss(logits: Tensor, targets: Tensor, loss: LossName) -> Tensor:
+    """Batch-mean loss of each bit: logits and targets (..., B, T) -> (..., T).
+
+    `l1` and `mse` compare sigmoid outputs with the bits (`l1` is the original's); `bce` is binary
+    cross-entropy on the logits.
+    """
+    if loss == "bce":
+        per_sample = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    elif loss == "l1":
+        per_sample = (torch.sigmoid(logits) - targets).abs()
+    else:
+        per_sample = (torch.sigmoid(logits) - targets).square()
+    return per_sample.mean(dim=-2)
+
+
+class Evaluation(NamedTuple):
+    """Figures of one evaluation pass, per replica: loss and accuracy (R, T), exact match (R,)."""
+
+    loss: Tensor
+    accuracy: Tensor
+    exact_match: Tensor
+
+
+class BitMappingModule(L.LightningModule):
+    """Trains `BitMLP` on the bit-mapping task and records every figure of every epoch.
+
+    The training objective is the sum over bits of each bit's batch-mean loss (and over stacked
+    replicas, which are independent). What every log and summary calls "loss" is the mean per-bit
+    loss, the figure of the original experiment's table.
+
+    At the end of every training epoch the whole dataset is evaluated once in eval mode (no
+    dropout, BatchNorm running statistics): `val/loss`, its per-bit values, per-bit accuracy,
+    mean bit accuracy (`val/acc`) and exact match (`val/exact_match`, the whole string right).
+    That pass needs `trainer.datamodule` to be a `BitMappingDataModule` (it takes
+    `full_batch()`); `validate` and `test` compute the same figures through Lightning's loops.
+
+    Args:
+        num_bits: Output bits (linked from the data module by the CLI).
+        num_samples: Distinct inputs (linked from the data module by the CLI).
+        data_fingerprint: The dataset's fingerprint (linked from the data module by the CLI);
+            checkpoints from another dataset are refused.
+        seeds: Seeds of the stacked replicas, one each (linked from the data module by the CLI).
+            Default: the seed set by `seed_everything`.
+        layout: `mt`, `st` or `split` (see `BitMLP`).
+        num_shared_layers: For `split`: how many leading hidden layers are shared.
+        num_layers: Linear layers, output layer included.
+        in_dim: Width of the input encoding.
+        hidden_dim: Width of every hidden layer (per bit in `st`).
+        batch_norm: BatchNorm after each hidden linear layer.
+        dropout: Dropout after each hidden ReLU.
+        encoding: `embedding` (learned table) or `binary` (the index's bits).
+        loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
+        loss_dropout: Cost-Out: at each training step, each bit's loss term is removed from the
+            objective with this probability, independently per bit and replica. A dropped bit
+            sends no gradient that step; the kept terms are not rescaled; the logged losses
+            always include every bit.
+        optimizer: Optimizer factory. Default: SGD, lr 1e-3, momentum 0.9 (the original's).
+        lr_scheduler: Optional scheduler factory, stepped once per epoch.
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 10,
+        num_samples: int | None = None,
+        data_fingerprint: str | None = None,
+        seeds: list[int] | None = None,
+        layout: Layout = "mt",
+        num_shared_layers: int | None = None,
+        num_layers: int = 3,
+        in_dim: int = 16,
+        hidden_dim: int = 1024,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        encoding: Encoding = "embedding",
+        loss: LossName = "l1",
+        loss_dropout: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in ("l1", "bce", "mse"):
+            raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {loss!r}")
+        if not 0 <= loss_dropout < 1:
+            raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
+        num_samples = 2**num_bits if num_samples is None else num_samples
+        seeds = [torch.initial_seed()] if seeds is None else list(seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.hparams.num_samples, self.hparams.seeds = num_samples, seeds
+        self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.net = BitMLP(
+            num_bits=num_bits,
+            num_samples=num_samples,
+            layout=layout,
+            num_shared_layers=num_shared_layers,
+            num_layers=num_layers,
+            in_dim=in_dim,
+            hidden_dim=hidden_dim,
+            batch_norm=batch_norm,
+            dropout=dropout,
+            encoding=encoding,
+            num_replicas=len(seeds),
+            init_seeds=seeds,
+        )
+        self.num_bits, self.seeds = num_bits, seeds
+        bits = range(num_bits)
+        self.epoch_log = EpochLog(
+            [
+                "train/loss",
+                *(f"train/loss/bit_{i}" for i in bits),
+                "val/loss",
+                *(f"val/loss/bit_{i}" for i in bits),
+                "val/acc",
+                *(f"val/acc/bit_{i}" for i in bits),
+                "val/exact_match",
+            ],
+            num_replicas=len(seeds),
+        )
+        # (R, T) per-bit keys of the loss-dropout stream
+        self.register_buffer(
+            "_loss_dropout_keys",
+            counter_rng.element_keys(counter_rng.seed_keys(seeds), num_bits),
+            persistent=False,
+        )
+        self._epoch_loss_sum: Tensor | None = None  # (R, T) sum over the epoch's samples
+        self._epoch_samples = 0
+        self._last_publish = 0.0
+        self._non_finite: str | None = None  # the first NaN/inf seen, until raised
+        self._replica_writers: list[SummaryWriter] = []
+
+    # -- the model ---------------------------------------------------------------------------
+
+    @override
+    def forward(self, indices: Tensor) -> Tensor:
+        return self.net(indices)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of one replica: total, shared, per task, task-specific (see `BitMLP`)."""
+        return self.net.parameter_counts()
+
+    @override
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(self.parameters())
+        else:
+            optimizer = torch.optim.SGD(self.parameters(), **DEFAULT_OPTIMIZER["init_args"])
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    # -- training ----------------------------------------------------------------------------
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        self._epoch_samples = 0
+        if self._epoch_loss_sum is not None:
+            self._epoch_loss_sum.zero_()
+
+    @override
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        indices, targets = batch  # (R, B), (R, B, T)
+        loss_per_bit = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
+        objective = self._objective(loss_per_bit)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(objective)
+        optimizer.step()
+
+        batch_loss_sum = loss_per_bit.detach() * indices.shape[1]
+        if self._epoch_loss_sum is None:
+            self._epoch_loss_sum = batch_loss_sum
+        else:
+            self._epoch_loss_sum += batch_loss_sum
+        self._epoch_samples += indices.shape[1]
+        # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self._finish_epoch()
+
+    def _objective(self, loss_per_bit: Tensor) -> Tensor:
+        p = self.hparams.loss_dropout
+        if p == 0:
+            return loss_per_bit.sum()
+        draws = counter_rng.uniform(
+            self._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, self.global_step
+        )
+        return (loss_per_bit * (draws >= p)).sum()  # dropped terms multiply by 0
+
+    def _finish_epoch(self) -> None:
+        assert self._epoch_loss_sum is not None
+        # Every rank holds an equal share of the epoch, so the mean of the ranks' means is exact.
+        local_loss = self._epoch_loss_sum / self._epoch_samples  # (R, T)
+        train_loss = self.trainer.strategy.reduce(local_loss, reduce_op="mean")
+        indices, targets = self.trainer.datamodule.full_batch()
+        was_training = self.net.training
+        self.net.eval()
+        evaluation = self.evaluate(indices, targets)
+        self.net.train(was_training)
+        row = torch.cat(
+            [
+                train_loss.mean(1, keepdim=True),
+                train_loss,
+                evaluation.loss.mean(1, keepdim=True),
+                evaluation.loss,
+                evaluation.accuracy.mean(1, keepdim=True),
+                evaluation.accuracy,
+                evaluation.exact_match[:, None],
+            ],
+            dim=1,
+        )  # (R, K) in the order of epoch_log.keys
+        self.epoch_log.record(self.current_epoch + 1, row)
+        for scheduler in self._schedulers():
+            scheduler.step()
+        due = time.monotonic() - self._last_publish > self.publish_interval_s
+        if self.trainer.world_size > 1:  # every rank must stop at the same epoch on NaN
+            due = self.trainer.strategy.broadcast(due)
+        if due:
+            self.publish_epoch_log()
+
+    #: Seconds between pulls of the epoch log to the host and the loggers (one sync each).
+    publish_interval_s = 2.0
+
+    def _schedulers(self) -> list[Any]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
+
+    @torch.no_grad()
+    def evaluate(self, indices: Tensor, targets: Tensor) -> Evaluation:
+        """Loss and torchmetrics accuracies of `indices` in the model's current mode."""
+        logits = self.net(indices)  # (R, N, T)
+        loss = per_bit_loss(logits, targets.expand_as(logits), self.hparams.loss)
+        # torchmetrics' samplewise mode reads (R, T, N) as R samples of T labels over N
+        # positions: per-replica, per-bit figures in one call. Integer predictions skip its
+        # probability range check, which would sync.
+        preds = (logits > 0).long().transpose(1, 2)
+        target = targets.expand_as(logits).long().transpose(1, 2)
+        kwargs = dict(num_labels=self.num_bits, multidim_average="samplewise", validate_args=False)
+        accuracy = multilabel_accuracy(preds, target, average=None, **kwargs)
+        exact_match = multilabel_exact_match(preds, target, **kwargs)
+        return Evaluation(loss, accuracy.reshape(loss.shape), exact_match.reshape(-1))
+
+    # -- publishing the epoch log ------------------------------------------------------------
+
+    def publish_epoch_log(self, check_finite: bool = True) -> None:
+        """Pull recorded epochs to the host, write them to the loggers, and stop on NaN/inf.
+
+        Called every `publish_interval_s` seconds during training, and by callbacks before they
+        read the log or write a checkpoint. With `check_finite=False` a non-finite value is only
+        noted, and raised at the next checked call: under DDP every rank checks at the same
+        epochs, so all of them stop together.
+        """
+        self._last_publish = time.monotonic()
+        self.epoch_log.pull()
+        epochs, values = self.epoch_log.take_unpublished()  # (E,), (E, R, K)
+        if len(epochs) > 0:
+            if self.trainer.is_global_zero:
+                self._write_rows(epochs, values)
+            bad = ~np.isfinite(values)
+            if bad.any() and self._non_finite is None:
+                row, replica, key = np.argwhere(bad)[0]
+                self._non_finite = (
+                    f"{self.epoch_log.keys[key]} became {values[row, replica, key]} at epoch "
+                    f"{epochs[row]} (seed {self.seeds[replica]}): training stopped. Lower the "
+                    "learning rate or check the configuration; the best checkpoint and summary "
+                    "of the epochs before are kept."
+                )
+        if check_finite and self._non_finite is not None:
+            raise NonFiniteLossError(self._non_finite)
+
+    def _write_rows(self, epochs: np.ndarray, values: np.ndarray) -> None:
+        keys = self.epoch_log.keys
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for writer, replica_values in zip(
+                    self.tensorboard_writers(logger), values.transpose(1, 0, 2), strict=True
+                ):
+                    tensorboard.write_scalar_rows(writer, keys, epochs, replica_values)
+            else:
+                for epoch, row in zip(epochs.tolist(), values, strict=True):
+                    logger.log_metrics(_replica_metrics(keys, row, self.seeds), step=epoch)
+
+    def tensorboard_writers(self, logger: TensorBoardLogger) -> list[SummaryWriter]:
+        """One writer per replica: the run's own for a single replica, else `seed_<s>/` folders
+        so TensorBoard shows each replica as its own run with the same tags."""
+        if len(self.seeds) == 1:
+            return [logger.experiment]
+        if not self._replica_writers:
+            self._replica_writers = [
+                SummaryWriter(f"{logger.log_dir}/seed_{seed}") for seed in self.seeds
+            ]
+        return self._replica_writers
+
+    @override
+    def on_fit_start(self) -> None:
+        tensorboard.use_fast_record_checksum()
+        self._last_publish = time.monotonic()
+        counts = self.parameter_counts()
+        replicas = f" x {len(self.seeds)} replicas" if len(self.seeds) > 1 else ""
+        rank_zero_info(
+            f"{self.hparams.layout} model, {self.num_bits} bits: {counts['total']:,} parameters"
+            f"{replicas} ({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
+            f"{counts['task_specific']:,} task-specific)"
+        )
+
+    @override
+    def on_train_end(self) -> None:
+        self.publish_epoch_log()
+        for writer in self._replica_writers:
+            writer.flush()
+
+    # -- evaluation loops (validate / test / predict) ----------------------------------------
+
+    @override
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._log_evaluation("val", self.evaluate(*batch))
+
+    @override
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._log_evaluation("test", self.evaluate(*batch))
+
+    def _log_evaluation(self, stage: str, evaluation: Evaluation) -> None:
+        # One batch per loop: a few host syncs here cost nothing.
+        for replica, seed in enumerate(self.seeds):
+            prefix = stage if len(self.seeds) == 1 else f"seed_{seed}/{stage}"
+            loss, accuracy = evaluation.loss[replica], evaluation.accuracy[replica]
+            metrics = {
+                f"{prefix}/loss": loss.mean(),
+                f"{prefix}/acc": accuracy.mean(),
+                f"{prefix}/exact_match": evaluation.exact_match[replica],
+            }
+            for i in range(self.num_bits):
+                metrics[f"{prefix}/loss/bit_{i}"] = loss[i]
+                metrics[f"{prefix}/acc/bit_{i}"] = accuracy[i]
+            self.log_dict(metrics)
+
+    @override
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        indices, targets = batch
+        probabilities = torch.sigmoid(self.net(indices))  # (R, N, T)
+        return {"indices": indices[0], "probabilities": probabilities, "targets": targets[0]}
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mtfilter"] = {"epoch_log": self.epoch_log.state_dict()}
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_compatible(checkpoint, self.hparams)
+        state = checkpoint.get("mtfilter", {}).get("epoch_log")
+        trainer = self._trainer  # None when loaded outside a Trainer
+        if state is not None and trainer is not None and trainer.state.fn == "fit":
+            self.epoch_log.load_state_dict(state)
+
+
+def _replica_metrics(keys: list[str], row: np.ndarray, seeds: list[int]) -> dict[str, float]:
+    """Flatten a (R, K) row into logger metrics, prefixed by seed when there are replicas."""
+    if len(seeds) == 1:
+        return dict(zip(keys, row[0].tolist(), strict=True))
+    return {
+        f"seed_{seed}/{key}": value
+        for seed, replica_row in zip(seeds, row, strict=True)
+        for key, value in zip(keys, replica_row.tolist(), strict=True)
+    }
+
+
+def check_checkpoint_compatible(checkpoint: dict[str, Any], hparams: Any) -> None:
+    """Refuse a checkpoint from another dataset or model shape, naming the difference."""
+    saved = checkpoint.get("hyper_parameters")
+    if not isinstance(saved, dict) or "data_fingerprint" not in saved:
+        raise CheckpointMismatchError("not an mtfilter checkpoint (no dataset fingerprint in it)")
+    if hparams.get("data_fingerprint") is not None and (
+        saved["data_fingerprint"] != hparams["data_fingerprint"]
+    ):
+        raise CheckpointMismatchError(
+            f"the checkpoint was trained on dataset {saved['data_fingerprint']}, but this run's "
+            f"data is {hparams['data_fingerprint']} (check data.num_bits, data.num_samples, "
+            "data.targets and data.data_seed)"
+        )
+    differences = [
+        f"{key}: checkpoint {saved.get(key)!r}, config {hparams.get(key)!r}"
+        for key in (*ARCHITECTURE_KEYS, "seeds")
+        if saved.get(key) != hparams.get(key)
+    ]
+    if differences:
+        raise CheckpointMismatchError(
+            "the checkpoint's model differs from the configured one: " + "; ".join(differences)
+        )

@@ -1,0 +1,54 @@
+"""Writing many scalars per epoch to TensorBoard at a cost far below a training epoch.
+
+Two costs dominate otherwise (measured on a 2-core CPU): Lightning's `log_metrics` writes one
+event per scalar (~64 us each, ~2 ms for the ~35 scalars of an epoch at 10 bits), and TensorBoard
+without TensorFlow checksums every record in pure Python (~150 us per KB). Here one event per epoch
+carries all its scalars, and the record checksum is computed in C by google-crc32c.
+"""
+
+from typing import Any
+
+import google_crc32c
+import numpy as np
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer import record_writer
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+_MASK32 = 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC32-C, the same value as TensorBoard's pure-Python version."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & _MASK32
+
+
+def use_fast_record_checksum() -> None:
+    """Make TensorBoard's record writer use the C checksum (same bytes on disk, ~900x faster)."""
+    # TensorBoard binds the pure-Python function at import; there is no setting to swap it.
+    record_writer.masked_crc32c = masked_crc32c
+
+
+def write_scalar_rows(
+    writer: SummaryWriter, tags: list[str], steps: np.ndarray, values: np.ndarray
+) -> None:
+    """One event per step holding every tag's value: `values` is (len(steps), len(tags))."""
+    file_writer = writer._get_file_writer()
+    for step, row in zip(steps.tolist(), values.tolist(), strict=True):
+        summary = Summary(
+            value=[Summary.Value(tag=tag, simple_value=v) for tag, v in zip(tags, row, strict=True)]
+        )
+        file_writer.add_summary(summary, step)
+
+
+def write_hparams(writer: SummaryWriter, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Hyperparameters and their headline metrics for TensorBoard's HPARAMS tab."""
+    experiment, start, end = hparams(params, metrics)
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, start, end):
+        file_writer.add_summary(summary)
+    write_scalar_rows(
+        writer, list(metrics), np.zeros(1, dtype=np.int64), np.array([list(metrics.values())])
+    )
+    writer.flush()

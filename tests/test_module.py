@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from mtfilter import BitMappingModule, ConfigError, counter_rng, per_bit_loss
+
+BITS = 4
+
+
+def module(**kwargs) -> BitMappingModule:
+    kwargs = {
+        "num_bits": BITS,
+        "num_samples": 16,
+        "in_dim": 4,
+        "hidden_dim": 8,
+        "seeds": [0],
+        **kwargs,
+    }
+    return BitMappingModule(**kwargs)
+
+
+def test_per_bit_losses_match_their_definitions():
+    logits = torch.tensor([[[0.0, 2.0], [-1.0, 0.5], [3.0, -2.0]]])  # (1, B=3, T=2)
+    targets = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    p = torch.sigmoid(logits)
+    torch.testing.assert_close(per_bit_loss(logits, targets, "l1"), (p - targets).abs().mean(1))
+    torch.testing.assert_close(per_bit_loss(logits, targets, "mse"), ((p - targets) ** 2).mean(1))
+    bce = -(targets * p.log() + (1 - targets) * (1 - p).log()).mean(1)
+    torch.testing.assert_close(per_bit_loss(logits, targets, "bce"), bce)
+    assert per_bit_loss(logits, targets, "l1").shape == (1, 2)
+
+
+def test_objective_sums_bits_and_logged_loss_is_their_mean():
+    model = module()
+    loss_per_bit = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    assert float(model._objective(loss_per_bit)) == pytest.approx(1.0)
+
+
+def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
+    model = module(loss_dropout=0.3, seeds=[0, 1])
+    ones = torch.ones(2, BITS)
+    kept = []
+    for step in range(2000):
+        draws = counter_rng.uniform(model._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, step)
+        kept.append(draws >= 0.3)
+    kept = torch.stack(kept).float()
+    assert abs(float(kept.mean()) - 0.7) < 0.02
+    # objective at step 0 counts exactly the kept terms, unscaled
+    assert float(model._objective(ones)) == pytest.approx(float(kept[0].sum()))
+    # replica 1 drops what a separate run with seed 1 drops
+    alone = module(loss_dropout=0.3, seeds=[1])
+    assert float(alone._objective(ones[:1])) == pytest.approx(float(kept[0, 1].sum()))
+
+
+def test_a_dropped_bit_sends_no_gradient():
+    model = module(layout="st", loss_dropout=0.5)
+    draws = counter_rng.uniform(model._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, 0)
+    dropped = (draws < 0.5)[0]
+    assert 0 < int(dropped.sum()) < BITS  # this seed drops some bits but not all at step 0
+    indices = torch.arange(16)[None]
+    targets = torch.rand(1, 16, BITS).round()
+    model._objective(per_bit_loss(model.net(indices), targets, "l1")).backward()
+    head_grad = model.net.head.weight.grad  # (T, hidden, 1) in st
+    for bit in range(BITS):
+        assert bool((head_grad[bit] == 0).all()) == bool(dropped[bit])
+
+
+def test_evaluation_figures_match_hand_computation():
+    model = module(seeds=[0, 1])
+    model.eval()
+    indices = torch.arange(16)[None]
+    targets = torch.randint(0, 2, (1, 16, BITS), generator=torch.Generator().manual_seed(0)).float()
+    evaluation = model.evaluate(indices, targets)
+    logits = model.net(indices).detach()
+    correct = (logits > 0).float() == targets
+    torch.testing.assert_close(evaluation.accuracy, correct.float().mean(1))
+    torch.testing.assert_close(evaluation.exact_match, correct.all(-1).float().mean(1))
+    torch.testing.assert_close(
+        evaluation.loss, per_bit_loss(logits, targets.expand_as(logits), "l1")
+    )
+
+
+def test_default_optimizer_is_the_originals_sgd():
+    optimizer = module().configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["momentum"] == 0.9
+
+
+def test_seed_defaults_to_the_global_seed():
+    torch.manual_seed(123)
+    assert module(seeds=None).seeds == [123]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss_dropout": 1.0}, "loss_dropout"),
+        ({"loss_dropout": -0.1}, "loss_dropout"),
+        ({"loss": "l3"}, "loss"),
+        ({"seeds": [2, 2]}, "seeds"),
+    ],
+    ids=["p-one", "p-negative", "loss-typo", "duplicate-seeds"],
+)
+def test_bad_settings_name_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        module(**kwargs)
