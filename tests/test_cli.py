@@ -1,0 +1,154 @@
+"""The command line: shipped configs, argument links, and bad input stopped before any work."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mtfilter import CheckpointMismatchError
+from mtfilter.cli import cli_main
+from tests.conftest import CONFIGS, cli, log_dir, tiny_fit
+
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_every_shipped_config_parses(config, run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "model:" in printed and "data:" in printed
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_mt_and_st_configs_differ_only_in_layout():
+    def settings(path):
+        return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+    mt, st = settings(CONFIGS / "mt.yaml"), settings(CONFIGS / "st.yaml")
+    assert [(a, b) for a, b in zip(mt, st, strict=True) if a != b] == [
+        ("  layout: mt", "  layout: st")
+    ]
+
+
+def test_data_settings_reach_the_model_once(run_dir):
+    run = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "tiny.yaml"),
+            "--data.num_bits",
+            "3",
+            "--data.seeds",
+            "[4]",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
+    assert run.model.hparams.num_bits == 3 and run.model.hparams.num_samples == 8
+    assert run.model.hparams.seeds == [4]
+    assert run.model.hparams.data_fingerprint == run.datamodule.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.hiden_dim", "8"], "hiden_dim"),
+        (["--model.hidden_dim", "0"], "hidden_dim"),
+        (["--model.hidden_dim", "-4"], "hidden_dim"),
+        (["--model.loss_dropout", "1.0"], "loss_dropout"),
+        (["--model.layout", "mtt"], "layout"),
+        (["--data.num_samples", "17"], "num_samples=17"),
+        (["--model.encoding", "binary", "--model.in_dim", "3"], "in_dim=3"),
+        (["--data.batch_size", "0"], "batch_size"),
+    ],
+    ids=[
+        "unknown-key",
+        "zero-width",
+        "negative-width",
+        "p-one",
+        "layout-typo",
+        "too-many-samples",
+        "binary-too-narrow",
+        "zero-batch",
+    ],
+)
+def test_bad_settings_stop_before_any_work_naming_the_value(args, message, run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_fit(*args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_unreadable_yaml_is_refused(run_dir, capsys):
+    broken = run_dir / "broken.yaml"
+    broken.write_text("model: {hidden_dim: [8\n")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(broken)])
+    assert "Problems parsing config" in capsys.readouterr().err
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_checkpoint_of_another_dataset_or_shape_is_refused_before_writing(run_dir):
+    trained = tiny_fit("--trainer.max_epochs", "2")
+    best = str(log_dir(trained) / "checkpoints/best.ckpt")
+    versions = sorted(p.name for p in (run_dir / "lightning_logs").iterdir())
+    with pytest.raises(CheckpointMismatchError, match="dataset"):
+        tiny_fit("--data.data_seed", "1", "--ckpt_path", best)
+    with pytest.raises(CheckpointMismatchError, match="hidden_dim"):
+        cli(["validate", "--model.hidden_dim", "16", "--ckpt_path", best])
+    foreign = run_dir / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointMismatchError, match="not an mtfilter checkpoint"):
+        cli(["test", "--ckpt_path", str(foreign)])
+    assert sorted(p.name for p in (run_dir / "lightning_logs").iterdir()) == versions
+
+
+def test_console_script_prints_one_line_errors(run_dir):
+    broken = run_dir / "not-a-checkpoint.ckpt"
+    broken.write_text("hello")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtfilter.cli",
+            "validate",
+            "--config",
+            str(CONFIGS / "tiny.yaml"),
+            "--ckpt_path",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=run_dir,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("mtfilter: error: --ckpt_path")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["mt", "st"])
+def test_the_originals_configs_fit_as_typed(layout, run_dir):
+    """configs/{mt,st}.yaml at full size (hidden 1024, 1024 samples), a couple of epochs."""
+    run = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / f"{layout}.yaml"),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+    )
+    folder = log_dir(run)
+    assert (folder / "checkpoints/best.ckpt").is_file() and (folder / "summary.json").is_file()
+    counts = run.model.parameter_counts()
+    own = counts["task_specific"]
+    assert counts["total"] == counts["shared"] + 10 * own
+    assert counts["per_task"] == 16 * 1024 + 16 * 1024 + 3 * 1024 + 1024 * 1024 + 3 * 1024 + 1025

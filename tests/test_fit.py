@@ -1,0 +1,235 @@
+"""End-to-end fits of the tiny config through the CLI, and what they leave behind."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mtfilter import BitMappingModule
+from tests.conftest import cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+
+
+@pytest.fixture
+def tiny_run(run_dir):
+    return tiny_fit()
+
+
+def test_fit_writes_logs_checkpoints_and_summary(tiny_run):
+    folder = log_dir(tiny_run)
+    assert folder.parent.name == "lightning_logs"
+    for name in (
+        "config.yaml",
+        "hparams.yaml",
+        "summary.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
+        assert (folder / name).is_file(), name
+    assert list(folder.glob("events.out.tfevents.*"))
+
+
+def test_every_epoch_is_logged_to_tensorboard(tiny_run):
+    scalars = read_scalars(log_dir(tiny_run))
+    for key in (
+        "train/loss",
+        "train/loss/bit_0",
+        "val/loss",
+        "val/loss/bit_3",
+        "val/acc",
+        "val/acc/bit_1",
+        "val/exact_match",
+    ):
+        assert [step for step, _ in scalars[key]] == list(range(1, 51)), key
+    # the logged loss is the mean of the per-bit losses
+    for epoch in (0, 25, 49):
+        bits = [scalars[f"train/loss/bit_{i}"][epoch][1] for i in range(4)]
+        assert scalars["train/loss"][epoch][1] == pytest.approx(np.mean(bits), rel=1e-5)
+    assert scalars["train/loss"][-1][1] < scalars["train/loss"][0][1]  # it learns
+
+
+def test_summary_best_figures_match_the_logged_curves(tiny_run):
+    folder = log_dir(tiny_run)
+    summary, scalars = read_summary(folder), read_scalars(folder)
+    for stage in ("train", "val"):
+        curve = scalars[f"{stage}/loss"]
+        values = np.array([v for _, v in curve])
+        assert summary[stage]["loss_best"] == pytest.approx(values.min(), rel=1e-6)
+        assert summary[stage]["loss_best_epoch"] == curve[int(values.argmin())][0]
+        for bit in range(4):
+            bit_curve = np.array([v for _, v in scalars[f"{stage}/loss/bit_{bit}"]])
+            assert summary[stage]["loss_best_epoch_per_bit"][bit] == int(bit_curve.argmin()) + 1
+    assert summary["status"] == "completed" and summary["epochs"] == 50
+    assert summary["val"]["acc_final"] == pytest.approx(scalars["val/acc"][-1][1], rel=1e-6)
+    assert summary["parameters"] == {
+        "total": 244,
+        "shared": 208,
+        "per_task": 217,
+        "task_specific": 9,
+    }
+    assert summary["seed"] == 0 and summary["data_seed"] == 0
+    assert summary["data_fingerprint"] == tiny_run.datamodule.fingerprint
+    assert summary["hparams"]["optimizer"]["class"] == "torch.optim.adam.Adam"
+
+
+def test_headline_figures_reach_tensorboards_hparams_tab(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    accumulator = EventAccumulator(str(log_dir(tiny_run)))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metrics = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert {"best/val_loss", "best/val_loss_epoch", "final/val_exact_match"} <= metrics
+    assert "hp_metric" not in accumulator.Tags()["scalars"]
+
+
+def test_best_checkpoint_holds_exactly_the_best_epochs_weights(tiny_run):
+    folder = log_dir(tiny_run)
+    summary = read_summary(folder)
+    best = torch.load(folder / "checkpoints/best.ckpt", weights_only=True)
+    assert best["mtfilter"]["best"]["epoch"] == [summary["val"]["loss_best_epoch"]]
+    validated = cli(["validate", "--ckpt_path", str(folder / "checkpoints/best.ckpt")])
+    val_loss = float(validated.trainer.callback_metrics["val/loss"])
+    assert val_loss == pytest.approx(summary["val"]["loss_best"], rel=1e-6)
+    assert summary["val"]["loss_best_epoch"] < 50 or val_loss == summary["val"]["loss_final"]
+
+
+def test_best_checkpoint_loads_into_the_module_for_library_use(tiny_run):
+    path = log_dir(tiny_run) / "checkpoints/best.ckpt"
+    model = BitMappingModule.load_from_checkpoint(path)
+    model.eval()
+    assert model(torch.arange(16)).shape == (16, 4)
+
+
+def test_resuming_from_last_checkpoint_continues_exactly(run_dir):
+    straight = tiny_fit("--trainer.max_epochs", "20")
+    first = tiny_fit("--trainer.max_epochs", "12")
+    resumed = tiny_fit(
+        "--trainer.max_epochs", "20", "--ckpt_path", str(log_dir(first) / "checkpoints/last.ckpt")
+    )
+    a = state_dict_of(log_dir(straight) / "checkpoints/last.ckpt")
+    b = state_dict_of(log_dir(resumed) / "checkpoints/last.ckpt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+    summary, reference = read_summary(log_dir(resumed)), read_summary(log_dir(straight))
+    assert summary["epochs"] == 20
+    assert summary["val"]["loss_best"] == pytest.approx(reference["val"]["loss_best"], rel=1e-6)
+    assert summary["val"]["loss_best_epoch"] == reference["val"]["loss_best_epoch"]
+    # the resumed run's TensorBoard folder holds the whole curve
+    assert [s for s, _ in read_scalars(log_dir(resumed))["val/loss"]] == list(range(1, 21))
+
+
+def test_checkpoint_writes_are_bounded_however_often_the_loss_improves(run_dir):
+    run = tiny_fit("--trainer.max_epochs", "150")
+    callback = run.trainer.checkpoint_callback
+    assert callback.num_writes == 1  # the run is shorter than every_n_seconds: only the end
+    eager = tiny_fit(
+        "--trainer.max_epochs",
+        "150",
+        "--checkpoint.every_n_seconds",
+        "0",
+        "--checkpoint.max_write_fraction",
+        "0.2",
+    )
+    writes = eager.trainer.checkpoint_callback.num_writes
+    assert 1 < writes < 150  # the write-time share, not the number of improvements, limits it
+
+
+def test_stacked_seeds_give_one_summary_and_tensorboard_run_per_replica(run_dir):
+    run = tiny_fit("--data.seeds", "[3, 5]")
+    folder = log_dir(run)
+    top = read_summary(folder)
+    assert top["seeds"] == [3, 5]
+    for seed in (3, 5):
+        replica = read_summary(folder / f"seed_{seed}")
+        assert replica["seed"] == seed and replica["epochs"] == 50
+        curve = read_scalars(folder / f"seed_{seed}")["val/loss"]
+        assert replica["val"]["loss_best"] == pytest.approx(min(v for _, v in curve), rel=1e-6)
+    alone = read_summary(log_dir(tiny_fit("--seed_everything", "5")))
+    assert read_summary(folder / "seed_5")["val"]["loss_best"] == pytest.approx(
+        alone["val"]["loss_best"], rel=1e-5
+    )
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(run_dir):
+    from mtfilter import NonFiniteLossError
+
+    # lr explodes after epoch 20: the loss turns NaN soon after
+    args = [
+        "--model.optimizer",
+        "torch.optim.SGD",
+        "--model.optimizer.lr",
+        "0.5",
+        "--model.loss",
+        "bce",
+        "--checkpoint.every_n_seconds",
+        "0",
+        "--checkpoint.max_write_fraction",
+        "1",
+        "--model.lr_scheduler",
+        "torch.optim.lr_scheduler.MultiStepLR",
+        "--model.lr_scheduler.milestones",
+        "[20]",
+        "--model.lr_scheduler.gamma",
+        "1e12",
+    ]
+    with pytest.raises(NonFiniteLossError, match="became (nan|inf|non-finite)"):
+        tiny_fit(*args)
+    folder = run_dir / "lightning_logs/version_0"
+    summary = read_summary(folder)
+    assert summary["status"] == "diverged" and "NonFiniteLossError" in summary["error"]
+    assert summary["val"]["loss_best_epoch"] <= 21 and math.isfinite(summary["val"]["loss_best"])
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = torch.load(folder / "checkpoints" / name, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()), name
+    assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["epoch"] <= 21
+
+
+def test_first_interrupt_finishes_the_epoch_and_ends_cleanly(run_dir):
+    import os
+    import signal
+
+    import lightning as L
+
+    class InterruptAtEpoch5(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    from mtfilter.cli import TRAINER_DEFAULTS, MtfilterCLI
+    from tests.conftest import TINY
+
+    run = MtfilterCLI(
+        args=["fit", "--config", str(TINY), "--trainer.enable_model_summary", "false"],
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [InterruptAtEpoch5()]},
+    )
+    summary = read_summary(log_dir(run))
+    assert summary["status"] == "stopped" and summary["epochs"] == 6
+    last = torch.load(log_dir(run) / "checkpoints/last.ckpt", weights_only=True)
+    assert last["mtfilter"]["epoch_log"]["epochs"].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_predict_writes_probabilities(tiny_run):
+    run = cli(["predict", "--ckpt_path", str(log_dir(tiny_run) / "checkpoints/best.ckpt")])
+    predictions = torch.load(log_dir(run) / "predictions.pt", weights_only=True)
+    assert predictions["probabilities"].shape == (1, 16, 4)
+    assert predictions["indices"].tolist() == list(range(16))
+
+
+def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeypatch, capsys):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tiny_fit("--progress.refresh_s", "0")
+    assert "epoch" not in capsys.readouterr().err  # not a terminal: silent
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    tiny_fit("--progress.refresh_s", "0")
+    shown = terminal.getvalue()
+    assert "50/50" in shown and "best val/loss" in shown
