@@ -3,7 +3,7 @@
 from mtfilter.callbacks import BestEpochCheckpoint, EpochProgressBar, RunSummary, StopOnInterrupt
 from mtfilter.data import BitMappingDataModule, fingerprint, make_targets
 from mtfilter.errors import CheckpointMismatchError, ConfigError, MtfilterError, NonFiniteLossError
-from mtfilter.layers import GroupedBatchNorm, GroupedLinear
+from mtfilter.layers import GroupedEmbedding, GroupedLinear
 from mtfilter.model import BitMLP
 from mtfilter.module import BitMappingModule, per_bit_loss
 
@@ -15,7 +15,7 @@ __all__ = [
     "CheckpointMismatchError",
     "ConfigError",
     "EpochProgressBar",
-    "GroupedBatchNorm",
+    "GroupedEmbedding",
     "GroupedLinear",
     "MtfilterError",
     "NonFiniteLossError",

@@ -1,5 +1,11 @@
-"""Grouped layers: many independent small networks stacked on a leading group axis, run as one
-batched computation. Activations are (G, B, F): group, batch, feature."""
+"""Grouped layers: many independent small networks stacked on a leading group axis and run as one
+batched computation.
+
+Activations are feature-major, (G, F, B): group, feature, batch. Then each grouped linear layer is
+one batched matmul with the long batch axis as its output columns (the fast shape for small
+widths), BatchNorm sees a plain (1, channels, batch) tensor, and splitting features into per-bit
+groups is a view: no transposes or copies between layers.
+"""
 
 import math
 
@@ -8,17 +14,17 @@ from torch import Tensor, nn
 
 
 class GroupedLinear(nn.Module):
-    """`num_groups` independent linear maps in one batched matmul: (G, B, in) -> (G, B, out).
+    """`num_groups` independent linear maps in one batched matmul: (G, in, B) -> (G, out, B).
 
-    Group g holds what `nn.Linear(in_features, out_features)` would, transposed: `weight[g]` is
-    (in, out) so the batched matmul needs no transpose, and `bias[g]` is (1, out).
+    Group g holds exactly what `nn.Linear(in_features, out_features)` would: `weight[g]` is
+    (out, in) and `bias[g]` is (out, 1).
     """
 
     def __init__(self, num_groups: int, in_features: int, out_features: int) -> None:
         super().__init__()
         self.num_groups, self.in_features, self.out_features = num_groups, in_features, out_features
-        self.weight = nn.Parameter(torch.empty(num_groups, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(num_groups, 1, out_features))
+        self.weight = nn.Parameter(torch.empty(num_groups, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(num_groups, out_features, 1))
         self.reset_parameters()
 
     def reset_parameters(self, generators: list[torch.Generator] | None = None) -> None:
@@ -30,47 +36,53 @@ class GroupedLinear(nn.Module):
         bound = 1 / math.sqrt(self.in_features)
         with torch.no_grad():
             for tensor in (self.weight, self.bias):
-                _uniform_per_replica(tensor, -bound, bound, generators)
+                _per_replica(
+                    tensor, generators, lambda t, g: t.uniform_(-bound, bound, generator=g)
+                )
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, self.weight, x)
 
     def extra_repr(self) -> str:
         return f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}"
 
 
-class GroupedBatchNorm(nn.Module):
-    """BatchNorm over (G, B, F) activations, each (group, feature) pair its own channel.
+class GroupedEmbedding(nn.Module):
+    """`num_groups` learned lookup tables of `num_embeddings` rows, `embedding_dim` wide.
 
-    Wraps `nn.BatchNorm1d(G * F)` rather than re-implementing it, so Lightning's
-    `sync_batchnorm=True` can swap in `nn.SyncBatchNorm` for multi-device runs.
+    Stored feature-major, `weight[g]` is (dim, num) (nn.Embedding's table transposed), so a
+    lookup lands directly in the (G, dim, B) activation layout. Initialised N(0, 1) like
+    nn.Embedding.
     """
 
-    def __init__(self, num_groups: int, num_features: int) -> None:
+    def __init__(self, num_groups: int, num_embeddings: int, embedding_dim: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(num_groups * num_features)
+        self.num_groups, self.num_embeddings = num_groups, num_embeddings
+        self.embedding_dim = embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_groups, embedding_dim, num_embeddings))
+        self.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor:
-        groups, batch, features = x.shape
-        y = self.norm(x.transpose(0, 1).reshape(batch, groups * features))
-        return y.view(batch, groups, features).transpose(0, 1)
+    def reset_parameters(self, generators: list[torch.Generator] | None = None) -> None:
+        with torch.no_grad():
+            _per_replica(self.weight, generators, lambda t, g: t.normal_(generator=g))
+
+    def forward(self, indices: Tensor) -> Tensor:
+        """(1, B) indices shared by every table, or (R, B) one row per replica -> (G, dim, B)."""
+        if indices.shape[0] == 1:
+            return self.weight.index_select(2, indices[0])
+        replicas, batch = indices.shape
+        tables = self.weight.view(replicas, -1, self.num_embeddings)  # (R, G/R * dim, N)
+        rows = indices[:, None, :].expand(-1, tables.shape[1], -1)
+        return tables.gather(2, rows).view(self.num_groups, self.embedding_dim, batch)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.num_groups}, num={self.num_embeddings}, dim={self.embedding_dim}"
 
 
-def _uniform_per_replica(
-    tensor: Tensor, low: float, high: float, generators: list[torch.Generator] | None
-) -> None:
+def _per_replica(tensor: Tensor, generators: list[torch.Generator] | None, draw) -> None:
     if generators is None:
-        tensor.uniform_(low, high)
+        draw(tensor, None)
         return
-    # The leading axis is replica-major, so replica r owns a contiguous block of rows.
+    # The leading axis is replica-major, so replica r owns a contiguous block of groups.
     for block, generator in zip(tensor.view(len(generators), -1), generators, strict=True):
-        block.uniform_(low, high, generator=generator)
-
-
-def normal_per_replica(tensor: Tensor, generators: list[torch.Generator] | None) -> None:
-    """N(0, 1) in place, replica r's contiguous block of rows from generators[r]."""
-    if generators is None:
-        tensor.normal_()
-        return
-    for block, generator in zip(tensor.view(len(generators), -1), generators, strict=True):
-        block.normal_(generator=generator)
+        draw(block, generator)

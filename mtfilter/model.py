@@ -7,27 +7,38 @@ import torch
 from torch import Tensor, nn
 
 from mtfilter.errors import ConfigError
-from mtfilter.layers import GroupedBatchNorm, GroupedLinear, normal_per_replica
+from mtfilter.layers import GroupedEmbedding, GroupedLinear
 
 Layout = Literal["mt", "st", "split"]
 Encoding = Literal["embedding", "binary"]
 
 
 class HiddenLayer(nn.Module):
-    """Linear, then optional BatchNorm, ReLU and dropout: (G, B, in) -> (G, B, out)."""
+    """Linear, then optional BatchNorm, ReLU and dropout: (G, in, B) -> (G * split, out / split, B).
 
-    def __init__(self, linear: GroupedLinear, batch_norm: bool, dropout: float) -> None:
+    BatchNorm sees the (1, G * out, B) view, each (group, unit) pair one channel of a plain
+    `nn.BatchNorm1d`, so Lightning's `sync_batchnorm` can swap in `nn.SyncBatchNorm`. With
+    `split > 1` (a fan-out layer) each group's outputs become `split` groups: also a view.
+    """
+
+    def __init__(
+        self, linear: GroupedLinear, batch_norm: bool, dropout: float, split: int = 1
+    ) -> None:
         super().__init__()
         self.linear = linear
-        self.norm = GroupedBatchNorm(linear.num_groups, linear.out_features) if batch_norm else None
+        self.norm = nn.BatchNorm1d(linear.num_groups * linear.out_features) if batch_norm else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.split = split
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.linear(x)
+        x = self.linear(x)  # (G, out, B)
+        groups, width, batch = x.shape
         if self.norm is not None:
-            x = self.norm(x)
+            x = self.norm(x.view(1, groups * width, batch))
         x = torch.relu(x)
-        return self.dropout(x) if self.dropout is not None else x
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return x.view(groups * self.split, width // self.split, batch)
 
 
 class BitMLP(nn.Module):
@@ -47,8 +58,9 @@ class BitMLP(nn.Module):
         `num_shared_layers = 0` is `st`.
 
     Every layout runs as one batched computation: per-bit weights are stacked on a group axis and
-    each layer is one batched matmul for all bits. Where shared features meet the first per-bit
-    layer, that layer is a single matmul to `num_bits * width` outputs, split into groups after.
+    each layer is one batched matmul for all bits (`GroupedLinear`, activations (G, F, B)). Where
+    shared features meet the first per-bit layer, that layer is a single matmul to
+    `num_bits * width` outputs, viewed as `num_bits` groups after.
 
     Replicas (`num_replicas`) stack independent copies of the whole model on the same group axis,
     replica-major: every parameter's leading axis is `num_replicas * k`, replica r owning rows
@@ -113,15 +125,12 @@ class BitMLP(nn.Module):
         # Input encoding: per bit only in st with a learned table.
         shared_input = not (layout == "st" and encoding == "embedding")
         input_groups = R if shared_input else R * T
-        self.embedding: nn.Embedding | None = None
+        self.embedding: GroupedEmbedding | None = None
         if encoding == "embedding":
-            # One table per group, stored as a single table with per-group row offsets.
-            self.embedding = nn.Embedding(input_groups * num_samples, in_dim)
-            offsets = torch.arange(input_groups).view(R, -1, 1) * num_samples  # (R, groups/R, 1)
-            self.register_buffer("_row_offsets", offsets, persistent=False)
+            self.embedding = GroupedEmbedding(input_groups, num_samples, in_dim)
         else:
             shifts = torch.arange(in_dim - 1, -1, -1)
-            codes = (torch.arange(num_samples)[:, None] >> shifts) & 1  # (N, in_dim)
+            codes = (torch.arange(num_samples)[None] >> shifts[:, None]) & 1  # (in_dim, N)
             self.register_buffer("_codes", codes.float(), persistent=False)
 
         # Hidden layers, then the head; `groups` tracks whether features are shared (R) or per
@@ -136,7 +145,8 @@ class BitMLP(nn.Module):
                 self._fan_out_layer, groups = i, R * T
             else:
                 linear = GroupedLinear(R * T, width, hidden_dim)
-            layers.append(HiddenLayer(linear, batch_norm, dropout))
+            split = T if i == self._fan_out_layer else 1
+            layers.append(HiddenLayer(linear, batch_norm, dropout, split))
             width = hidden_dim
         self.hidden = nn.ModuleList(layers)
         # On shared features the head is one matmul to num_bits logits (a 1-wide head per bit).
@@ -148,12 +158,19 @@ class BitMLP(nn.Module):
         generators = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
         with torch.no_grad():
             if self.embedding is not None:
-                normal_per_replica(self.embedding.weight, generators)
+                self.embedding.reset_parameters(generators)
             for layer in self.hidden:
                 layer.linear.reset_parameters(generators)
                 if layer.norm is not None:
-                    layer.norm.norm.reset_parameters()
+                    layer.norm.reset_parameters()
             self.head.reset_parameters(generators)
+
+    def train(self, mode: bool = True) -> "BitMLP":
+        # Same effect as nn.Module.train, without its per-submodule __setattr__ checks: the
+        # per-epoch evaluation pass switches modes twice an epoch.
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
 
     def forward(self, indices: Tensor) -> Tensor:
         """Logits for sample `indices`: (B,) -> (B, T), or (R, B) -> (R, B, T).
@@ -163,25 +180,17 @@ class BitMLP(nn.Module):
         squeeze = indices.dim() == 1
         if squeeze:
             indices = indices[None]
-        R, T = self.num_replicas, self.num_bits
-        batch = indices.shape[-1]
-        x = self._encode(indices)  # (R, B, in) or (R*T, B, in)
-        for i, layer in enumerate(self.hidden):
+        x = self._encode(indices)  # (R, in, B), or (R*T, in, B) for st's own tables
+        for layer in self.hidden:
             x = layer(x)
-            if i == self._fan_out_layer:  # (R, B, T*h) -> (R*T, B, h)
-                x = x.reshape(R, batch, T, -1).transpose(1, 2).reshape(R * T, batch, -1)
-        logits = self.head(x)
-        if logits.shape[0] == R * T:  # per-bit heads: (R*T, B, 1) -> (R, B, T)
-            logits = logits.view(R, T, batch).transpose(1, 2)
+        # mt's head: (R, T, B); per-bit heads: (R*T, 1, B), the same memory as (R, T, B)
+        logits = self.head(x).view(self.num_replicas, self.num_bits, -1).transpose(1, 2)
         return logits[0] if squeeze else logits
 
     def _encode(self, indices: Tensor) -> Tensor:
-        R = self.num_replicas
-        if self.embedding is None:
-            return self._codes[indices].expand(R, -1, -1)
-        # (R, 1, B) + (R, groups/R, 1) -> (R, groups/R, B) rows of the stacked table
-        rows = indices[:, None, :] + self._row_offsets
-        return self.embedding(rows.reshape(-1, indices.shape[-1]))
+        if self.embedding is not None:
+            return self.embedding(indices)
+        return self._codes[:, indices].transpose(0, 1).expand(self.num_replicas, -1, -1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every bit's output depends on (empty for `st`)."""
@@ -193,9 +202,7 @@ class BitMLP(nn.Module):
 
     def _is_shared(self, name: str) -> bool:
         if name.startswith("embedding."):
-            return self.embedding is not None and self.embedding.num_embeddings == (
-                self.num_replicas * self.num_samples
-            )
+            return self.embedding is not None and self.embedding.num_groups == self.num_replicas
         if name.startswith("hidden."):
             return int(name.split(".")[1]) < self.num_shared_layers
         return False  # the head

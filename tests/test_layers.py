@@ -1,19 +1,30 @@
 import torch
 from torch import nn
 
-from mtfilter import GroupedBatchNorm, GroupedLinear
+from mtfilter import BitMLP, GroupedLinear
+from mtfilter.layers import GroupedEmbedding
 
 
 def test_grouped_linear_is_one_nn_linear_per_group():
     grouped = GroupedLinear(num_groups=3, in_features=5, out_features=4)
-    x = torch.randn(3, 7, 5)
+    x = torch.randn(3, 5, 7)  # (G, in, B)
     out = grouped(x)
     for g in range(3):
         linear = nn.Linear(5, 4)
         with torch.no_grad():
-            linear.weight.copy_(grouped.weight[g].T)
-            linear.bias.copy_(grouped.bias[g, 0])
-        torch.testing.assert_close(out[g], linear(x[g]))
+            linear.weight.copy_(grouped.weight[g])
+            linear.bias.copy_(grouped.bias[g, :, 0])
+        torch.testing.assert_close(out[g].T, linear(x[g].T))
+
+
+def test_grouped_embedding_looks_up_shared_or_per_replica_rows():
+    table = GroupedEmbedding(num_groups=4, num_embeddings=6, embedding_dim=3)  # 2 replicas x 2
+    shared = torch.tensor([[5, 0, 2]])
+    torch.testing.assert_close(table(shared), table.weight[:, :, [5, 0, 2]])
+    per_replica = torch.tensor([[1, 2], [3, 4]])
+    out = table(per_replica)  # replica 0 owns groups 0-1, replica 1 groups 2-3
+    torch.testing.assert_close(out[:2], table.weight[:2][:, :, [1, 2]])
+    torch.testing.assert_close(out[2:], table.weight[2:][:, :, [3, 4]])
 
 
 def test_grouped_linear_initialises_like_nn_linear():
@@ -25,23 +36,9 @@ def test_grouped_linear_initialises_like_nn_linear():
     )  # uniform's std is bound/sqrt(3)
 
 
-def test_grouped_batch_norm_is_one_batch_norm_per_group_in_train_and_eval():
-    grouped = GroupedBatchNorm(num_groups=2, num_features=3)
-    references = [nn.BatchNorm1d(3) for _ in range(2)]
-    for _ in range(3):  # running statistics move the same way
-        x = torch.randn(2, 16, 3) * 5 + 2
-        out = grouped(x)
-        for g, reference in enumerate(references):
-            torch.testing.assert_close(out[g], reference(x[g]))
-    grouped.eval()
-    x = torch.randn(2, 4, 3)
-    for g, reference in enumerate(references):
-        reference.eval()
-        torch.testing.assert_close(grouped(x)[g], reference(x[g]))
-
-
 def test_sync_batch_norm_conversion_keeps_the_grouping():
-    grouped = GroupedBatchNorm(num_groups=2, num_features=3)
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(grouped))
-    assert isinstance(converted[0].norm, nn.SyncBatchNorm)
-    assert converted[0].norm.num_features == 6
+    model = BitMLP(num_bits=3, num_samples=16, layout="st", in_dim=4, hidden_dim=8)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    norms = [layer.norm for layer in converted.hidden]
+    assert all(isinstance(norm, nn.SyncBatchNorm) for norm in norms)
+    assert [norm.num_features for norm in norms] == [3 * 8, 3 * 8]  # one channel per (bit, unit)

@@ -22,18 +22,19 @@ def make(layout="mt", **kwargs) -> BitMLP:
     return BitMLP(**kwargs)
 
 
-def linear_from(grouped, group, columns=slice(None)) -> nn.Linear:
-    weight = grouped.weight[group][:, columns]
-    linear = nn.Linear(weight.shape[0], weight.shape[1])
+def linear_from(grouped, group, rows=slice(None)) -> nn.Linear:
+    """An nn.Linear holding group `group` of a GroupedLinear (its output units `rows`)."""
+    weight = grouped.weight[group][rows]
+    linear = nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
-        linear.weight.copy_(weight.T)
-        linear.bias.copy_(grouped.bias[group, 0, columns])
+        linear.weight.copy_(weight)
+        linear.bias.copy_(grouped.bias[group, rows, 0])
     return linear
 
 
 def norm_from(grouped_norm, channels) -> nn.BatchNorm1d:
     norm = nn.BatchNorm1d(len(range(*channels.indices(10**9))))
-    source = grouped_norm.norm
+    source = grouped_norm
     with torch.no_grad():
         norm.weight.copy_(source.weight[channels])
         norm.bias.copy_(source.bias[channels])
@@ -46,7 +47,7 @@ def encoder_from(model: BitMLP, group: int) -> nn.Module:
         return _Codes(codes)
     table = nn.Embedding(SAMPLES, IN_DIM)
     with torch.no_grad():
-        table.weight.copy_(model.embedding.weight[group * SAMPLES : (group + 1) * SAMPLES])
+        table.weight.copy_(model.embedding.weight[group].T)
     return table
 
 
@@ -56,7 +57,7 @@ class _Codes(nn.Module):
         self.register_buffer("codes", codes.clone())
 
     def forward(self, indices):
-        return self.codes[indices]
+        return self.codes[:, indices].T
 
 
 def block(linear, norm) -> list[nn.Module]:
@@ -114,14 +115,14 @@ def test_grouped_st_trains_exactly_like_separate_models(encoding):
     # and the weights after training agree
     for bit, net in enumerate(networks):
         head = net[-1]
-        torch.testing.assert_close(head.weight, model.head.weight[bit].T)
-        torch.testing.assert_close(net[1].weight[:, :IN_DIM].T, _first_weight(model, bit))
+        torch.testing.assert_close(head.weight, model.head.weight[bit])
+        torch.testing.assert_close(net[1].weight, _first_weight(model, bit))
 
 
 def _first_weight(model, bit):
     linear = model.hidden[0].linear
     if model._fan_out_layer == 0:
-        return linear.weight[0][:, bit * HIDDEN : (bit + 1) * HIDDEN]
+        return linear.weight[0][bit * HIDDEN : (bit + 1) * HIDDEN]
     return linear.weight[bit]
 
 
