@@ -46,6 +46,8 @@ class MtfilterCLI(LightningCLI):
     def __init__(self, args: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("parser_kwargs", {"default_env": False})
+        # The optimizer is the model's `optimizer` argument; no second, top-level way to set it.
+        kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(BitMappingModule, BitMappingDataModule, args=args, **kwargs)
 
     @override
@@ -83,7 +85,8 @@ class MtfilterCLI(LightningCLI):
         return
 
     def _check_ckpt_path(self) -> None:
-        path = self.config[self.subcommand].get("ckpt_path")
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False
+        path = config.get("ckpt_path")
         if path is None or path in _SPECIAL_CKPT_PATHS:
             return
         if not os.path.isfile(path):

@@ -16,19 +16,17 @@ SHUFFLE_STREAM = 0x5EED0001
 LOSS_DROPOUT_STREAM = 0x5EED0002
 
 
-def _mul32(x, c: int):
-    # (x * c) mod 2**32 for 0 <= x < 2**32, without leaving the int64 range (no signed overflow).
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
-
-
 def mix32(x):
-    """lowbias32 (C. Wellons): a bijective 32-bit hash. Works on Python ints and int64 tensors."""
+    """A bijective 32-bit hash (C. Wellons' hash-prospector, constants 0x21f0aaad, 0x735a2d97).
+
+    Works on Python ints and int64 tensors alike. Both multipliers are below 2**31, so for
+    x < 2**32 every product stays inside int64: no signed overflow, same result on every device.
+    """
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
+    x = (x * 0x21F0AAAD) & _MASK32
     x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x = (x * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
 
 
 def seed_keys(seeds: list[int]) -> Tensor:

@@ -64,6 +64,31 @@ class Evaluation(NamedTuple):
     exact_match: Tensor
 
 
+class _EpochTotals:
+    """Running sums of the current training epoch (a plain object: attribute writes on an
+    nn.Module cost a few microseconds each, and these happen every step)."""
+
+    def __init__(self) -> None:
+        self.loss_sum: Tensor | None = None  # (R, T) summed over the epoch's samples
+        self.samples = 0
+
+    def reset(self) -> None:
+        self.samples = 0
+        if self.loss_sum is not None:
+            self.loss_sum.zero_()
+
+    def add(self, loss_per_bit: Tensor, batch_size: int) -> None:
+        if self.loss_sum is None:
+            self.loss_sum = loss_per_bit * batch_size
+        else:
+            self.loss_sum.add_(loss_per_bit, alpha=batch_size)
+        self.samples += batch_size
+
+    def mean(self) -> Tensor:
+        assert self.loss_sum is not None, "no training step in this epoch"
+        return self.loss_sum / self.samples
+
+
 class BitMappingModule(L.LightningModule):
     """Trains `BitMLP` on the bit-mapping task and records every figure of every epoch.
 
@@ -168,11 +193,19 @@ class BitMappingModule(L.LightningModule):
             counter_rng.element_keys(counter_rng.seed_keys(seeds), num_bits),
             persistent=False,
         )
-        self._epoch_loss_sum: Tensor | None = None  # (R, T) sum over the epoch's samples
-        self._epoch_samples = 0
+        self._epoch = _EpochTotals()
         self._last_publish = 0.0
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
+
+    @override
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` around every hook call, ~40 times an epoch here, and
+        # nn.Module.__setattr__ first checks the value against parameters, buffers and modules.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -198,9 +231,7 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_train_epoch_start(self) -> None:
-        self._epoch_samples = 0
-        if self._epoch_loss_sum is not None:
-            self._epoch_loss_sum.zero_()
+        self._epoch.reset()
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> None:
@@ -212,12 +243,7 @@ class BitMappingModule(L.LightningModule):
         self.manual_backward(objective)
         optimizer.step()
 
-        batch_loss_sum = loss_per_bit.detach() * indices.shape[1]
-        if self._epoch_loss_sum is None:
-            self._epoch_loss_sum = batch_loss_sum
-        else:
-            self._epoch_loss_sum += batch_loss_sum
-        self._epoch_samples += indices.shape[1]
+        self._epoch.add(loss_per_bit.detach(), indices.shape[1])
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
         if batch_idx == self.trainer.num_training_batches - 1:
             self._finish_epoch()
@@ -232,10 +258,8 @@ class BitMappingModule(L.LightningModule):
         return (loss_per_bit * (draws >= p)).sum()  # dropped terms multiply by 0
 
     def _finish_epoch(self) -> None:
-        assert self._epoch_loss_sum is not None
         # Every rank holds an equal share of the epoch, so the mean of the ranks' means is exact.
-        local_loss = self._epoch_loss_sum / self._epoch_samples  # (R, T)
-        train_loss = self.trainer.strategy.reduce(local_loss, reduce_op="mean")
+        train_loss = self.trainer.strategy.reduce(self._epoch.mean(), reduce_op="mean")  # (R, T)
         indices, targets = self.trainer.datamodule.full_batch()
         was_training = self.net.training
         self.net.eval()
