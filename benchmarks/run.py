@@ -1,0 +1,286 @@
+"""Side-by-side timings of mtfilter against hand-written PyTorch, printed as medians and ratios.
+
+    python -m benchmarks.run                 # every case on the CPU (a few minutes)
+    python -m benchmarks.run --device cuda   # the same on a GPU
+    python -m benchmarks.run --smoke         # seconds: checks the cases still run (CI)
+
+Each case alternates its two sides repeat after repeat and reports medians, so slow drifts of the
+machine hit both sides alike. Process start-up and imports are outside every timing; a fit is
+timed from the call of `trainer.fit` to its return (set-up, final checkpoint and summary
+included).
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from benchmarks.reference import SeparateTowers, train_reference
+from mtfilter import BitMLP, make_targets, per_bit_loss
+from mtfilter.cli import MtfilterCLI
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mt.yaml")
+
+
+@dataclass
+class Row:
+    case: str
+    setting: str
+    ours: float  # median seconds (or ms) of mtfilter's side
+    theirs: float  # median of the other side
+    unit: str
+    ratio: float  # the figure the goal is about
+    goal: str
+
+    def ok(self) -> bool:
+        op, value = self.goal.split(" ")
+        return self.ratio <= float(value) if op == "<=" else self.ratio >= float(value)
+
+
+class _TimedCLI(MtfilterCLI):
+    """The mtfilter CLI, timing `trainer.fit` alone."""
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.fit_seconds = time.perf_counter()
+
+    def after_fit(self) -> None:
+        self.fit_seconds = time.perf_counter() - self.fit_seconds
+
+
+def fit_seconds(device: str, args: list[str], checkpoint: bool = True) -> float:
+    """Wall time of `mtfilter fit --config configs/mt.yaml ARGS` at its defaults."""
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    cli = _TimedCLI(
+        args=[
+            "--config",
+            CONFIG,
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.accelerator",
+            accelerator,
+            *args,
+        ],
+        run=False,
+    )
+    if not checkpoint:  # the same run without mtfilter's checkpoint callback
+        cli.trainer.callbacks[:] = [
+            c for c in cli.trainer.callbacks if type(c).__name__ != "BestEpochCheckpoint"
+        ]
+    cli.before_fit()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.after_fit()
+    return cli.fit_seconds
+
+
+def _alternate(first: Callable[[], float], second: Callable[[], float], repeats: int):
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def overhead(device: str, repeats: int, epochs: dict[int, int]) -> list[Row]:
+    """mtfilter fit at its defaults vs the plain loop doing the same work."""
+    rows = []
+    for hidden, goal in ((8, "<= 1.5"), (1024, "<= 1.1")):
+        n = epochs[hidden]
+        args = ["--model.hidden_dim", str(hidden), "--trainer.max_epochs", str(n)]
+        ours, theirs = _alternate(
+            lambda args=args: fit_seconds(device, args),
+            lambda hidden=hidden, n=n: _timed(lambda: train_reference(hidden, n, device=device)),
+            repeats,
+        )
+        rows.append(
+            Row(
+                "framework overhead",
+                f"mt, hidden {hidden}, {n} epochs",
+                ours / n * 1e3,
+                theirs / n * 1e3,
+                "ms/epoch",
+                ours / theirs,
+                goal,
+            )
+        )
+    return rows
+
+
+def checkpointing(device: str, repeats: int, epochs: int) -> list[Row]:
+    """Defaults vs the same fit without the best-epoch checkpoint callback."""
+    args = ["--model.hidden_dim", "8", "--trainer.max_epochs", str(epochs)]
+    ours, theirs = _alternate(
+        lambda: fit_seconds(device, args),
+        lambda: fit_seconds(device, args, checkpoint=False),
+        repeats,
+    )
+    return [
+        Row(
+            "checkpointing cost",
+            f"mt, hidden 8, {epochs} epochs",
+            ours / epochs * 1e3,
+            theirs / epochs * 1e3,
+            "ms/epoch",
+            ours / theirs,
+            "<= 1.05",
+        )
+    ]
+
+
+def _step_seconds(model: torch.nn.Module, steps: int, device: str) -> float:
+    """Median seconds of one training step (forward, L1 loss, backward, SGD) at batch 512."""
+    targets = make_targets(10, 1024, "permutation", 0).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    batches = [torch.randperm(1024, device=device)[:512] for _ in range(steps + 3)]
+    times = []
+    for i, indices in enumerate(batches):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = per_bit_loss(model(indices), targets[indices], "l1").sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:  # warm-up steps excluded
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def grouped_st(device: str, repeats: int, widths: list[int], steps: int) -> list[Row]:
+    """10 singletask towers: mtfilter's grouped model vs a Python loop over nn.Sequential towers."""
+    rows = []
+    for hidden in widths:
+        grouped = BitMLP(num_bits=10, num_samples=1024, layout="st", hidden_dim=hidden).to(device)
+        separate = SeparateTowers(10, 1024, 16, hidden).to(device)
+        ours, theirs = _alternate(
+            lambda g=grouped: _step_seconds(g, steps, device),
+            lambda s=separate: _step_seconds(s, steps, device),
+            repeats,
+        )
+        goal = ">= 5" if hidden <= 32 else ">= 0.95"
+        rows.append(
+            Row(
+                "grouped st vs loop",
+                f"10 towers, hidden {hidden}",
+                ours * 1e3,
+                theirs * 1e3,
+                "ms/step",
+                theirs / ours,
+                goal,
+            )
+        )
+    return rows
+
+
+def stacked_seeds(device: str, repeats: int, widths: list[int], epochs: int) -> list[Row]:
+    """8 seeds as replicas of one fit vs 8 separate fits, one after another."""
+    rows = []
+    seeds = list(range(8))
+    for layout in ("mt", "st"):
+        for hidden in widths:
+            base = [
+                "--model.layout",
+                layout,
+                "--model.hidden_dim",
+                str(hidden),
+                "--trainer.max_epochs",
+                str(epochs),
+            ]
+            stacked = base + ["--data.seeds", str(seeds)]
+            ours, theirs = _alternate(
+                lambda stacked=stacked: fit_seconds(device, stacked),
+                lambda base=base: sum(
+                    fit_seconds(device, [*base, "--seed_everything", str(s)]) for s in seeds
+                ),
+                repeats,
+            )
+            rows.append(
+                Row(
+                    "stacked seeds",
+                    f"{layout}, hidden {hidden}, 8 seeds, {epochs} epochs",
+                    ours,
+                    theirs,
+                    "s",
+                    theirs / ours,
+                    ">= 4.8",
+                )
+            )
+    return rows
+
+
+def format_table(rows: list[Row], device: str) -> str:
+    lines = [
+        "| case | setting | mtfilter | other side | unit | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.case} | {r.setting} | {r.ours:.3f} | {r.theirs:.3f} | {r.unit} | "
+            f"{r.ratio:.2f} | {r.goal} | {'yes' if r.ok() else 'NO'} |"
+        )
+    name = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    return f"Device: {name}; torch {torch.__version__}\n\n" + "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", default="overhead,checkpoint,grouped,stacked")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
+    parser.add_argument("--output", help="also write the table to this file")
+    options = parser.parse_args()
+    smoke = options.smoke
+    repeats = 1 if smoke else options.repeats
+    cases = options.cases.split(",")
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    device = options.device
+    rows: list[Row] = []
+    home = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)  # the fits' lightning_logs/ go to a temporary folder
+        try:
+            if "overhead" in cases:
+                epochs = {8: 5, 1024: 2} if smoke else {8: 1000, 1024: 20}
+                rows += overhead(device, repeats, epochs)
+            if "checkpoint" in cases:
+                rows += checkpointing(device, repeats, 5 if smoke else 1000)
+            if "grouped" in cases:
+                widths = [8, 64] if smoke else [8, 16, 32, 64, 128, 256, 512, 1024]
+                rows += grouped_st(device, repeats, widths, 2 if smoke else 20)
+            if "stacked" in cases:
+                widths = [8] if smoke else [8, 32, 64]
+                rows += stacked_seeds(device, min(repeats, 3), widths, 3 if smoke else 200)
+        finally:
+            os.chdir(home)
+    table = format_table(rows, options.device)
+    print(table)
+    if options.output:
+        with open(options.output, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
