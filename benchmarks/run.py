@@ -119,25 +119,29 @@ def overhead(device: str, repeats: int, epochs: dict[int, int]) -> list[Row]:
     return rows
 
 
-def checkpointing(device: str, repeats: int, epochs: int) -> list[Row]:
+def checkpointing(device: str, repeats: int, epochs: dict[int, int]) -> list[Row]:
     """Defaults vs the same fit without the best-epoch checkpoint callback."""
-    args = ["--model.hidden_dim", "8", "--trainer.max_epochs", str(epochs)]
-    ours, theirs = _alternate(
-        lambda: fit_seconds(device, args),
-        lambda: fit_seconds(device, args, checkpoint=False),
-        repeats,
-    )
-    return [
-        Row(
-            "checkpointing cost",
-            f"mt, hidden 8, {epochs} epochs",
-            ours / epochs * 1e3,
-            theirs / epochs * 1e3,
-            "ms/epoch",
-            ours / theirs,
-            "<= 1.05",
+    rows = []
+    for hidden, n in epochs.items():
+        args = ["--model.hidden_dim", str(hidden), "--trainer.max_epochs", str(n)]
+        ours, theirs = _alternate(
+            lambda args=args: fit_seconds(device, args),
+            lambda args=args: fit_seconds(device, args, checkpoint=False),
+            repeats,
         )
-    ]
+        setting = f"mt, hidden {hidden}, {n} epochs"
+        rows.append(
+            Row(
+                "checkpointing cost",
+                setting,
+                ours / n * 1e3,
+                theirs / n * 1e3,
+                "ms/epoch",
+                ours / theirs,
+                "<= 1.05",
+            )
+        )
+    return rows
 
 
 def _step_seconds(model: torch.nn.Module, steps: int, device: str) -> float:
@@ -266,7 +270,8 @@ def main() -> None:
                 epochs = {8: 5, 1024: 2} if smoke else {8: 1000, 1024: 20}
                 rows += overhead(device, repeats, epochs)
             if "checkpoint" in cases:
-                rows += checkpointing(device, repeats, 5 if smoke else 1000)
+                epochs = {8: 5} if smoke else {8: 1000, 1024: 20}
+                rows += checkpointing(device, repeats, epochs)
             if "grouped" in cases:
                 widths = [8, 64] if smoke else [8, 16, 32, 64, 128, 256, 512, 1024]
                 rows += grouped_st(device, repeats, widths, 2 if smoke else 20)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mtfilter import BitMappingDataModule, ConfigError, fingerprint, make_targets
-from mtfilter.data import DeviceBatches, EpochShuffle
+from mtfilter.data import EpochBatches, EpochShuffle, FullBatch
 
 
 def test_targets_are_a_pure_function_of_their_arguments():
@@ -95,15 +95,16 @@ def test_ranks_split_each_epoch_into_equal_disjoint_shares():
     assert set(sum(shares, [])) == set(range(10))
 
 
-def test_device_batches_slice_targets_on_their_device():
+def test_each_loader_item_is_one_epoch_of_minibatches_sliced_on_the_device():
     targets = make_targets(3, 8, "permutation", 0)
-    batches = DeviceBatches(targets, batch_size=3, sampler=EpochShuffle(8, [0], targets.device))
-    assert len(batches) == 3
+    loader = EpochBatches(targets, batch_size=3, sampler=EpochShuffle(8, [0], targets.device))
+    assert len(loader) == 1
+    (epoch,) = list(loader)
+    assert [indices.shape for indices, _ in epoch] == [(1, 3), (1, 3), (1, 2)]
     seen = []
-    for indices, batch_targets in batches:
-        assert indices.dim() == 2 and indices.shape[0] == 1
+    for indices, batch_targets in epoch:
         assert torch.equal(batch_targets, targets[indices])
         seen += indices[0].tolist()
     assert sorted(seen) == list(range(8))
-    full_indices, full_targets = next(iter(DeviceBatches(targets, 8)))
+    full_indices, full_targets = next(iter(FullBatch(targets)))
     assert full_indices.tolist() == [list(range(8))] and torch.equal(full_targets[0], targets)

@@ -64,19 +64,30 @@ def test_a_dropped_bit_sends_no_gradient():
         assert bool((head_grad[bit] == 0).all()) == bool(dropped[bit])
 
 
-def test_evaluation_figures_match_hand_computation():
+def test_evaluation_figures_are_torchmetrics_definitions():
+    from torchmetrics.functional.classification import (
+        multilabel_accuracy,
+        multilabel_exact_match,
+    )
+
     model = module(seeds=[0, 1])
     model.eval()
     indices = torch.arange(16)[None]
     targets = torch.randint(0, 2, (1, 16, BITS), generator=torch.Generator().manual_seed(0)).float()
     evaluation = model.evaluate(indices, targets)
+    probabilities = torch.sigmoid(model.net(indices).detach())  # (R, N, T)
+    for replica in range(2):
+        expected = multilabel_accuracy(
+            probabilities[replica], targets[0].long(), BITS, average=None
+        )
+        torch.testing.assert_close(evaluation.accuracy[replica], expected)
+        expected = multilabel_exact_match(probabilities[replica], targets[0].long(), BITS)
+        torch.testing.assert_close(evaluation.exact_match[replica], expected)
     logits = model.net(indices).detach()
-    correct = (logits > 0).float() == targets
-    torch.testing.assert_close(evaluation.accuracy, correct.float().mean(1))
-    torch.testing.assert_close(evaluation.exact_match, correct.all(-1).float().mean(1))
     torch.testing.assert_close(
         evaluation.loss, per_bit_loss(logits, targets.expand_as(logits), "l1")
     )
+    assert 0 < float(evaluation.accuracy.mean()) < 1  # a real mix of right and wrong bits
 
 
 def test_default_optimizer_is_the_originals_sgd():
