@@ -227,7 +227,7 @@ def stacked_seeds(device: str, repeats: int, widths: list[int], epochs: int) -> 
     return rows
 
 
-def format_table(rows: list[Row], device: str) -> str:
+def format_table(rows: list[Row], device: str, smoke: bool = False) -> str:
     lines = [
         "| case | setting | mtfilter | other side | unit | ratio | goal | met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -235,14 +235,15 @@ def format_table(rows: list[Row], device: str) -> str:
     for r in rows:
         lines.append(
             f"| {r.case} | {r.setting} | {r.ours:.3f} | {r.theirs:.3f} | {r.unit} | "
-            f"{r.ratio:.2f} | {r.goal} | {'yes' if r.ok() else 'NO'} |"
+            f"{r.ratio:.2f} | {r.goal} | {'-' if smoke else 'yes' if r.ok() else 'NO'} |"
         )
     name = (
         torch.cuda.get_device_name()
         if device == "cuda"
         else f"CPU, {torch.get_num_threads()} threads"
     )
-    return f"Device: {name}; torch {torch.__version__}\n\n" + "\n".join(lines)
+    note = " (smoke run: sizes too small for the goals to apply)" if smoke else ""
+    return f"Device: {name}; torch {torch.__version__}{note}\n\n" + "\n".join(lines)
 
 
 def main() -> None:
@@ -257,8 +258,8 @@ def main() -> None:
     repeats = 1 if smoke else options.repeats
     cases = options.cases.split(",")
     warnings.filterwarnings("ignore")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     device = options.device
     rows: list[Row] = []
@@ -280,7 +281,7 @@ def main() -> None:
                 rows += stacked_seeds(device, min(repeats, 3), widths, 3 if smoke else 200)
         finally:
             os.chdir(home)
-    table = format_table(rows, options.device)
+    table = format_table(rows, options.device, smoke)
     print(table)
     if options.output:
         with open(options.output, "w") as f:

@@ -199,7 +199,9 @@ class BitMappingDataModule(L.LightningDataModule):
             self._full_batch = next(iter(FullBatch(targets)))
         return self._full_batch
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         # Every batch is built on the training device already; nothing to move or inspect.
         return batch
 

@@ -35,7 +35,8 @@ class EpochLog:
         """Store the (R, K) row of `epoch`; pulls to the host when the buffer is full."""
         if self._pending is None or self._pending.device != row.device:
             self.pull()
-            self._pending = row.new_empty((self.capacity, *row.shape))
+            # float32 whatever the row's dtype: bf16-mixed runs still log 7 significant digits
+            self._pending = row.new_empty((self.capacity, *row.shape), dtype=torch.float32)
         self._pending[len(self._pending_epochs)].copy_(row.detach())
         self._pending_epochs.append(epoch)
         self._latest = self._pending[len(self._pending_epochs) - 1]

@@ -50,7 +50,7 @@ class GroupedLinear(nn.Module):
 class GroupedEmbedding(nn.Module):
     """`num_groups` learned lookup tables of `num_embeddings` rows, `embedding_dim` wide.
 
-    Stored feature-major, `weight[g]` is (dim, num) (nn.Embedding's table transposed), so a
+    Stored feature-major, `weight[g]` is (dim, num), nn.Embedding's table transposed, so a
     lookup lands directly in the (G, dim, B) activation layout. Initialised N(0, 1) like
     nn.Embedding.
     """
@@ -68,10 +68,11 @@ class GroupedEmbedding(nn.Module):
 
     def forward(self, indices: Tensor) -> Tensor:
         """(1, B) indices shared by every table, or (R, B) one row per replica -> (G, dim, B)."""
-        if indices.shape[0] == 1:
-            return self.weight.index_select(2, indices[0])
         replicas, batch = indices.shape
-        tables = self.weight.view(replicas, -1, self.num_embeddings)  # (R, G/R * dim, N)
+        # (R, G/R * dim, N): replica r's tables as rows; each row reads the replica's indices.
+        # `gather` with a broadcast (stride-0) index beat index_select on either axis, in
+        # both directions, at every size measured.
+        tables = self.weight.view(replicas, -1, self.num_embeddings)
         rows = indices[:, None, :].expand(-1, tables.shape[1], -1)
         return tables.gather(2, rows).view(self.num_groups, self.embedding_dim, batch)
 

@@ -79,7 +79,7 @@ class _EpochTotals:
 
     def add(self, loss_per_bit: Tensor, batch_size: int) -> None:
         if self.loss_sum is None:
-            self.loss_sum = loss_per_bit * batch_size
+            self.loss_sum = loss_per_bit.float() * batch_size  # float32 under bf16-mixed too
         else:
             self.loss_sum.add_(loss_per_bit, alpha=batch_size)
         self.samples += batch_size

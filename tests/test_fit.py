@@ -255,3 +255,32 @@ def test_best_weights_tracked_on_host_and_on_device_agree(run_dir, monkeypatch):
         torch.testing.assert_close(device["state_dict"][name], tensor, msg=name)
     epochs = device["mtfilter"]["best"]["epoch"]
     assert len(set(epochs)) > 1 and max(epochs) < 40  # mixed improvements were exercised
+
+
+def test_each_stacked_replica_trains_exactly_like_the_separate_run_with_its_seed(run_dir):
+    stacked = state_dict_of(log_dir(tiny_fit("--data.seeds", "[3, 5]")) / "checkpoints/last.ckpt")
+    for replica, seed in enumerate((3, 5)):
+        alone_run = tiny_fit("--seed_everything", str(seed))
+        alone = state_dict_of(log_dir(alone_run) / "checkpoints/last.ckpt")
+        for name, tensor in alone.items():
+            if not tensor.is_floating_point():
+                continue  # BatchNorm's step counter
+            torch.testing.assert_close(
+                stacked[name].view(2, -1)[replica], tensor.view(-1), msg=f"{name} of seed {seed}"
+            )
+
+
+def test_bf16_mixed_precision_trains_and_logs_in_float32(run_dir):
+    run = tiny_fit("--trainer.precision", "bf16-mixed")
+    summary = read_summary(log_dir(run))
+    assert summary["status"] == "completed" and math.isfinite(summary["val"]["loss_best"])
+    assert run.model.epoch_log.state_dict()["values"].dtype == torch.float64  # host history
+    assert run.model.epoch_log._pending.dtype == torch.float32
+
+
+def test_tf32_switch_sets_the_matmul_precision(run_dir):
+    try:
+        tiny_fit("--float32_matmul_precision", "high", "--trainer.max_epochs", "1")
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision("highest")

@@ -1,0 +1,52 @@
+"""Ctrl-C ends training cleanly at the end of the current epoch."""
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+
+class StopOnInterrupt(Callback):
+    """The first Ctrl-C finishes the current epoch, then ends training normally (checkpoints and
+    summary written as at the end); a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Any = None
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if sys.platform == "win32" or not _in_main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._requested:
+                raise KeyboardInterrupt
+            self._requested = True
+            rank_zero_info("stopping after this epoch (press Ctrl-C again to abort now)")
+
+        signal.signal(signal.SIGINT, request_stop)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        requested = self._requested
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            trainer.should_stop = True
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
