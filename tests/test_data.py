@@ -77,12 +77,17 @@ def test_epoch_shuffle_is_a_fresh_permutation_each_epoch_and_reproducible():
     assert torch.equal(shuffle.order(), orders[1])
 
 
-def test_a_replica_sees_the_order_of_the_separate_run_with_its_seed():
+@pytest.mark.parametrize("path", ["_randperms", "_sorted_keys"], ids=["cpu", "gpu"])
+def test_a_replica_sees_the_order_of_the_separate_run_with_its_seed(path):
     stacked = EpochShuffle(50, seeds=[3, 8], device=torch.device("cpu"))
     alone = EpochShuffle(50, seeds=[8], device=torch.device("cpu"))
-    stacked.set_epoch(4)
-    alone.set_epoch(4)
-    assert torch.equal(stacked.order()[1], alone.order()[0])
+    for epoch in (0, 4):
+        stacked.set_epoch(epoch)
+        alone.set_epoch(epoch)
+        a, b = getattr(stacked, path)(), getattr(alone, path)()
+        assert torch.equal(a[1], b[0])
+        assert not torch.equal(a[0], a[1])
+        assert sorted(a[0].tolist()) == list(range(50))
 
 
 def test_ranks_split_each_epoch_into_equal_disjoint_shares():

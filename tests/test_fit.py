@@ -254,7 +254,7 @@ def test_best_weights_tracked_on_host_and_on_device_agree(run_dir, monkeypatch):
     for name, tensor in host.items():
         torch.testing.assert_close(device["state_dict"][name], tensor, msg=name)
     epochs = device["mtfilter"]["best"]["epoch"]
-    assert len(set(epochs)) > 1 and max(epochs) < 40  # mixed improvements were exercised
+    assert len(set(epochs)) > 1  # replicas improved at different epochs: mixed updates exercised
 
 
 def test_each_stacked_replica_trains_exactly_like_the_separate_run_with_its_seed(run_dir):
