@@ -93,9 +93,7 @@ class EpochShuffle:
     def _randperms(self) -> Tensor:
         epoch_key = counter_rng.counter_key(counter_rng.SHUFFLE_STREAM, self.epoch)
         orders = [
-            torch.randperm(
-                self.num_samples, generator=self._generator.manual_seed(key ^ epoch_key)
-            )
+            torch.randperm(self.num_samples, generator=self._generator.manual_seed(key ^ epoch_key))
             for key in self._seed_keys
         ]
         return torch.stack(orders).to(self._keys.device)
