@@ -30,7 +30,27 @@ class RunSummary(Callback):
 
     def __init__(self, filename: str = "summary.json") -> None:
         self.filename = filename
-        self._start = 0.0
+        self._start: float | None = None
+        self._earlier_wall = 0.0  # training time of the fits this one resumes
+        self._written = False
+
+    @property
+    def wall_time_s(self) -> float:
+        """Training time so far, over every fit of this run (resumes included)."""
+        running = 0.0 if self._start is None else time.monotonic() - self._start
+        return self._earlier_wall + running
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.wall_time_s}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._earlier_wall = float(state_dict.get("wall_time_s", 0.0))
+
+    @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._written = None, False
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -42,6 +62,14 @@ class RunSummary(Callback):
         pl_module.publish_epoch_log()
         status = "stopped" if trainer.should_stop else "completed"
         self._write(trainer, pl_module, status, None)
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resuming a checkpoint taken after the last epoch skips training and its hooks; the
+        # figures are all in the checkpoint, so the summary is written from them.
+        if not self._written:
+            assert isinstance(pl_module, BitMappingModule)
+            self._write(trainer, pl_module, "completed", None)
 
     @override
     def on_exception(
@@ -57,10 +85,11 @@ class RunSummary(Callback):
     def _write(
         self, trainer: L.Trainer, module: BitMappingModule, status: str, error: str | None
     ) -> None:
+        self._written = True
         folder = trainer.log_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero or folder is None:
             return
-        wall = time.monotonic() - self._start
+        wall = self.wall_time_s
         summaries = [
             run_summary(trainer, module, replica, status, error, wall)
             for replica in range(len(module.seeds))
