@@ -48,6 +48,8 @@ class MtfilterCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"default_env": False})
         # The optimizer is the model's `optimizer` argument; no second, top-level way to set it.
         kwargs.setdefault("auto_configure_optimizers", False)
+        # A new run gets a new log folder anyway; a resumed sweep run continues in its own.
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(BitMappingModule, BitMappingDataModule, args=args, **kwargs)
 
     @override
@@ -136,10 +138,28 @@ def cli_main(args: Any = None) -> MtfilterCLI:
     return MtfilterCLI(args=args)
 
 
+# Subcommands that are not a Trainer method: parsed from their functions' signatures.
+SWEEP_COMMANDS = ("sweep", "report")
+
+
+def sweep_main(args: list[str]) -> int:
+    """`mtfilter sweep ...` or `mtfilter report ...` in-process; returns the exit status."""
+    from jsonargparse import CLI
+
+    from mtfilter.report import report
+    from mtfilter.sweep import sweep
+
+    result = CLI([sweep, report], args=args, prog="mtfilter", parser_mode="yaml")
+    return result if isinstance(result, int) else 0
+
+
 def main() -> None:
     """Console entry point: mtfilter's own errors become one line on stderr and exit status 2
     (bad input) or 1 (a run that stopped, e.g. on a NaN loss)."""
+    args = sys.argv[1:]
     try:
+        if args and args[0] in SWEEP_COMMANDS:
+            sys.exit(sweep_main(args))
         cli_main()
     except MtfilterError as error:
         print(f"mtfilter: error: {error}", file=sys.stderr)

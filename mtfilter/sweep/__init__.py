@@ -1,0 +1,171 @@
+"""`mtfilter sweep`: a grid of fit runs under one folder, resumable, crash-safe, in parallel
+locally or as a SLURM job array, with its report written at the end."""
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import torch
+from jsonargparse import Namespace
+from jsonargparse.typing import Path_fr
+
+from mtfilter.errors import ConfigError
+from mtfilter.sweep._local import default_workers, run_locally
+from mtfilter.sweep._plan import (
+    Run,
+    check_and_measure,
+    describe,
+    estimated_cost,
+    plan_runs,
+    resolve,
+    run_settings,
+    should_stack,
+    split_seeds,
+)
+from mtfilter.sweep._state import FINISHED, RunState, prepare
+from mtfilter.sweep._submitit import SubmititOptions, run_with_submitit
+
+__all__ = ["SubmititOptions", "plan", "sweep"]
+
+
+# A config value as YAML writes it. Not `Any`: jsonargparse would read a `class_path` mapping as
+# a class to fill in with its defaults, where the sweep must pass it on as written.
+Value = Union[bool, int, float, str, None, dict, list]  # noqa: UP007 (jsonargparse needs Union)
+
+
+def sweep(
+    base: Path_fr,
+    grid: dict[str, list[Value]],
+    settings: dict[str, Value] | None = None,
+    folder: str = "lightning_logs/sweeps/sweep",
+    stack_seeds: bool | Literal["auto"] = "auto",
+    executor: Literal["local", "submitit"] = "local",
+    workers: int | None = None,
+    runs_per_gpu: int = 1,
+    submitit: SubmititOptions | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Run every point of a grid of fit settings as its own fit, then write the report.
+
+    Running the same sweep again skips runs that completed and continues the others (from
+    their `last.ckpt` where they have one). A run that fails is recorded with its error and
+    the others go on; the exit status is 1 if any failed, 130 if interrupted.
+
+    Args:
+        base: The fit config every run starts from (relative paths: to the sweep config).
+        grid: Axes to vary, `key: [values]`, any key `mtfilter fit` accepts, e.g.
+            `model.hidden_dim: [8, 16]`. Every combination is one point.
+        settings: Keys set for every point, on top of the base config.
+        folder: The sweep's folder: one subfolder per run, the report at the top.
+        stack_seeds: With `seed_everything` as an axis, train a point's seeds together as
+            stacked replicas (one process, identical results). `auto`: always on a GPU; on a
+            CPU only for small models, where it pays (docs/benchmarks.md).
+        executor: `local` (this machine) or `submitit` (SLURM job arrays; see `submitit`).
+        workers: Runs at once locally. Default: one single-threaded process per CPU core, or
+            `runs_per_gpu` per GPU.
+        runs_per_gpu: Runs sharing each GPU locally.
+        submitit: Cluster settings for `executor: submitit`.
+        dry_run: List the runs and their commands; run and write nothing.
+    """
+    started = time.monotonic()
+    folder_path = Path(folder)
+    grid, settings = _plain(grid), _plain(settings or {})
+    device = "cuda" if torch.cuda.is_available() and executor == "local" else "cpu"
+    runs = plan(Path(base.absolute).resolve(), grid, settings, stack_seeds, device)
+    if dry_run:
+        _print_plan(runs, folder_path, Path(base.absolute).resolve())
+        return 0
+    definition = {
+        "base": str(base.absolute), "base_config": Path(base.absolute).read_text(),
+        "grid": grid, "settings": settings, "stack_seeds": stack_seeds,
+    }  # fmt: skip
+    todo = prepare(folder_path, runs, definition)
+    total = len(runs)
+    print(
+        f"sweep {folder_path}: {total} runs ({sum(max(len(r.seeds), 1) for r in runs)} points), "
+        f"{total - len(todo)} already finished, {len(todo)} to run",
+        flush=True,
+    )
+    finished = [total - len(todo)]
+
+    def on_done(run_folder: Path, state: RunState) -> None:
+        finished[0] += state.status == FINISHED
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
+        seconds = state.history[-1]["seconds"] if state.history else 0.0
+        note = "" if state.status == FINISHED else f"  see {run_folder / 'log.txt'}"
+        print(f"[{finished[0]}/{total} done, {elapsed}] {state.status:9s} {state.name} "
+              f"({seconds:.1f} s){note}", flush=True)  # fmt: skip
+
+    completed = True
+    if todo and executor == "local":
+        count = workers or default_workers(runs_per_gpu)
+        print(f"running locally, {count} at a time, largest first", flush=True)
+        completed = run_locally(todo, count, runs_per_gpu, on_done)
+    elif todo:
+        completed = run_with_submitit(todo, folder_path, submitit or SubmititOptions(), on_done)
+
+    from mtfilter.report import report  # matplotlib is imported only when reporting
+
+    report(folder_path)
+    states = [RunState.load(folder_path / run.name) for run in runs]
+    failed = [s for s in states if s.status not in (FINISHED, "pending", "stopped")]
+    unfinished = [s for s in states if s.status != FINISHED]
+    print(f"report: {folder_path / 'results.md'}", flush=True)
+    if not completed:
+        print(f"interrupted: {len(unfinished)} runs unfinished; run the same command to go on",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if failed:
+        print(f"{len(failed)} of {total} runs failed: " + ", ".join(s.name for s in failed),
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def plan(
+    base: Path, grid: dict[str, list[Any]], settings: dict[str, Any],
+    stack_seeds: bool | str = "auto", device: str = "cpu",
+) -> list[Run]:  # fmt: skip
+    """The sweep's runs, each resolved into its fit config and checked, without running any."""
+    if not base.is_file():
+        raise ConfigError(f"base config {base} does not exist")
+    runs: list[Run] = []
+    for run in plan_runs(grid, stack_seeds, device):
+        _resolve_run(base, run, settings)
+        if len(run.seeds) > 1 and not should_stack(run, stack_seeds, device):
+            for single in split_seeds(run):
+                _resolve_run(base, single, settings)
+                runs.append(single)
+        else:
+            runs.append(run)
+    return runs
+
+
+def _resolve_run(base: Path, run: Run, settings: dict[str, Any]) -> None:
+    run.settings = run_settings(run, settings)
+    run.config, parsed = resolve(base, run.settings)
+    try:
+        run.parameters, run.table_parameters = check_and_measure(parsed)
+    except ConfigError as error:
+        raise ConfigError(f"run {run.name}: {error}") from None
+    run.cost = estimated_cost(parsed, run.parameters, run.table_parameters, len(run.seeds))
+
+
+def _plain(value: Any) -> Any:
+    """jsonargparse hands nested mappings over as Namespaces; the sweep works on plain data."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _print_plan(runs: list[Run], folder: Path, base: Path) -> None:
+    print(f"{len(runs)} runs in {folder}, largest first (dry run: nothing is run or written)")
+    for run in sorted(runs, key=lambda r: r.cost, reverse=True):
+        seeds = f", seeds {run.seeds} stacked" if len(run.seeds) > 1 else ""
+        print(f"  {run.name}: {run.parameters:,} parameters outside the input table{seeds}")
+        print(f"    mtfilter fit --config {base} {describe(run.settings)}")

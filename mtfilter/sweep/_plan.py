@@ -1,0 +1,221 @@
+"""From a sweep definition to runs: grid expansion, readable names, seed stacking, and each run's
+fit configuration resolved and checked before anything starts."""
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtfilter.errors import ConfigError
+
+SEED_KEY = "seed_everything"
+
+# Runs whose model has at most this many parameters outside the input tables are stacked when
+# their seeds are an axis and stacking is "auto" on a CPU. Measured (docs/benchmarks.md): eight
+# stacked seeds give 4.9x the throughput of separate runs for mt at hidden 8 but only 0.9x for
+# st at hidden 64, where the stacked activations no longer fit in cache.
+CPU_STACKING_MAX_PARAMETERS = 20_000
+
+
+@dataclass
+class Run:
+    """One fit of the sweep: a grid point, or the points that differ only in seed, stacked."""
+
+    name: str  # the run's folder name
+    values: dict[str, Any]  # grid axis -> value; the seed axis is in `seeds` instead
+    seeds: list[int]
+    settings: dict[str, Any] = field(default_factory=dict)  # everything passed to fit
+    config: str = ""  # the resolved fit configuration (YAML)
+    parameters: int = 0  # one replica's parameters outside the input tables
+    table_parameters: int = 0  # one replica's input-table parameters
+    cost: float = 0.0  # estimated work, to start the largest first
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, in the order the axes are given."""
+    if not grid:
+        raise ConfigError(
+            "the sweep's grid is empty: give at least one axis, e.g. model.hidden_dim"
+        )
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid axis {key!r} needs a non-empty list of values, got {values!r}")
+        if len({_canonical(v) for v in values}) != len(values):
+            raise ConfigError(f"grid axis {key!r} repeats a value: {values}")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def run_name(values: dict[str, Any]) -> str:
+    """A folder name a person can read: `hidden_dim=8-layout=st`, full keys only if needed."""
+    short = {key: key.rsplit(".", 1)[-1] for key in values}
+    if len(set(short.values())) != len(short):  # two axes share a last segment
+        short = {key: key for key in values}
+    parts = [f"{short[key]}={_short_value(value)}" for key, value in values.items()]
+    return "-".join(parts) or "run"
+
+
+def plan_runs(
+    grid: dict[str, list[Any]], stack_seeds: bool | str, device: str = "cpu"
+) -> list[Run]:
+    """Group the grid's points into runs. With the seed as an axis and stacking on, the points
+    that differ only in seed become one run with its seeds stacked as replicas."""
+    points = expand_grid(grid)
+    if SEED_KEY not in grid or stack_seeds is False:
+        return [_single(point) for point in points]
+    groups: dict[str, Run] = {}
+    for point in points:
+        values = {k: v for k, v in point.items() if k != SEED_KEY}
+        seed = point[SEED_KEY]
+        if not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"grid axis {SEED_KEY} needs non-negative integers, got {seed!r}")
+        name = run_name(values)
+        groups.setdefault(name, Run(name=name, values=values, seeds=[])).seeds.append(seed)
+    return list(groups.values())
+
+
+def _single(point: dict[str, Any]) -> Run:
+    seed = point.get(SEED_KEY)
+    return Run(name=run_name(point), values=point, seeds=[seed] if seed is not None else [])
+
+
+def should_stack(run: Run, stack_seeds: bool | str, device: str) -> bool:
+    """Whether a run of several seeds trains them stacked or is split into one run per seed."""
+    if len(run.seeds) < 2 or stack_seeds is False:
+        return False
+    if stack_seeds is True or device != "cpu":
+        return True
+    return run.parameters <= CPU_STACKING_MAX_PARAMETERS
+
+
+def split_seeds(run: Run) -> list[Run]:
+    """One run per seed, named with the seed."""
+    return [
+        Run(
+            name=run_name({**run.values, SEED_KEY: seed}),
+            values={**run.values, SEED_KEY: seed},
+            seeds=[seed],
+        )
+        for seed in run.seeds
+    ]
+
+
+def run_settings(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the run's fit gets on top of the base config: fixed settings, its grid values and
+    its seeds (stacked seeds as `data.seeds`, the first also as `seed_everything`)."""
+    result = {**settings, **{k: v for k, v in run.values.items() if k != SEED_KEY}}
+    if len(run.seeds) == 1:
+        result[SEED_KEY] = run.seeds[0]
+    elif run.seeds:
+        result[SEED_KEY] = run.seeds[0]
+        result["data.seeds"] = list(run.seeds)
+    return result
+
+
+class _Parsed(Exception):
+    """Raised by the parse-only CLI once its arguments are parsed: nothing gets built."""
+
+    def __init__(self, cli: Any) -> None:
+        super().__init__()
+        self.cli = cli
+
+
+def resolve(base: Path, settings: dict[str, Any]) -> tuple[str, Any]:
+    """The fit configuration `mtfilter fit --config BASE --key value ...` would run, as YAML,
+    and its parsed form. Unknown keys and wrong types fail here, naming the key."""
+    from mtfilter.cli import MtfilterCLI  # the CLI imports this package: import when used
+
+    class ParseOnly(MtfilterCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self)
+
+    args = ["--config", str(base)]
+    for key, value in settings.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    quiet = logging.getLogger("lightning.fabric.utilities.seed")  # "Seed set to ..." per run
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ParseOnly(
+                args=args, run=False, parser_kwargs={"default_env": False, "exit_on_error": False}
+            )
+    except _Parsed as parsed:
+        cli = parsed.cli
+        return cli.parser.dump(cli.config, skip_link_targets=True), cli.config
+    except Exception as error:  # jsonargparse's ArgumentError names the key and the value
+        raise ConfigError(f"{base}: {error}".replace("\n", " ")) from None
+    finally:
+        quiet.setLevel(level)
+    raise AssertionError("the parse-only CLI always stops after parsing")
+
+
+def check_and_measure(config: Any) -> tuple[int, int]:
+    """Build the run's data module and model as the fit would, the model's parameters on the
+    `meta` device (no memory, any size), so a bad setting fails before the sweep starts.
+    Returns one replica's parameter counts outside the input tables and in them."""
+    from mtfilter.data import BitMappingDataModule
+    from mtfilter.module import BitMappingModule
+
+    data = BitMappingDataModule(**config.data.as_dict())
+    model_args = {
+        k: v for k, v in config.model.as_dict().items() if k not in ("optimizer", "lr_scheduler")
+    }
+    model_args.update(num_bits=data.num_bits, num_samples=data.num_samples, seeds=data.seeds)
+    model_args["data_fingerprint"] = data.fingerprint
+    with torch.device("meta"):
+        module = BitMappingModule(**model_args)
+    tables = 0 if module.net.embedding is None else module.net.embedding.weight.numel()
+    tables //= len(data.seeds)
+    return module.parameter_counts()["total"] - tables, tables
+
+
+def estimated_cost(config: Any, parameters: int, table_parameters: int, replicas: int) -> float:
+    """A proxy of a run's work, to start the largest first: epochs x (a fixed cost per epoch +
+    the replicas' parameters, input tables weighted 1/16 since a step reads only the rows of
+    its batch). Fitted to the wall times of configs/sweep/quick.yaml on a 2-core CPU, where
+    the fixed cost was about that of 15,000 parameters; only the order matters."""
+    epochs = config.trainer.max_epochs if config.trainer.max_epochs not in (None, -1) else 1000
+    replicas = max(replicas, 1)
+    return float(epochs) * (15_000 + replicas * (parameters + table_parameters / 16))
+
+
+def config_digest(config: str) -> str:
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, dict) and "class_path" in value:
+        text = value["class_path"].rsplit(".", 1)[-1]
+        args = value.get("init_args") or {}
+        text += "".join(f",{k}={_short_value(v)}" for k, v in args.items())
+    elif isinstance(value, list | tuple):
+        text = "+".join(_short_value(v) for v in value)
+    elif isinstance(value, dict):
+        text = ",".join(f"{k}={_short_value(v)}" for k, v in value.items())
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9_.,=+]", "_", text)
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """The settings as the command-line arguments of `mtfilter fit`."""
+    parts = []
+    for key, value in settings.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        parts.append(f"--{key} {shown!r}" if " " in str(shown) else f"--{key} {shown}")
+    return " ".join(parts)

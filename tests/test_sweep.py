@@ -1,0 +1,221 @@
+"""The sweep: planning (grid, names, stacking, checks), running, resuming, failures, clusters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtfilter import ConfigError
+from mtfilter.cli import cli_main, sweep_main
+from mtfilter.sweep import plan
+from mtfilter.sweep._plan import expand_grid, run_name
+from tests.conftest import TINY
+
+
+def write_sweep(folder: Path, grid: dict, **extra) -> Path:
+    config = {
+        "base": str(TINY),
+        "folder": str(folder / "sweep"),
+        "settings": {"trainer.max_epochs": 5},
+        "grid": grid,
+        **extra,
+    }
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def states(sweep_folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_folder.glob("*/run.json")}
+
+
+def test_grid_expands_to_every_combination_in_axis_order():
+    points = expand_grid({"model.hidden_dim": [8, 16], "model.layout": ["st", "mt"]})
+    assert points == [
+        {"model.hidden_dim": 8, "model.layout": "st"},
+        {"model.hidden_dim": 8, "model.layout": "mt"},
+        {"model.hidden_dim": 16, "model.layout": "st"},
+        {"model.hidden_dim": 16, "model.layout": "mt"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({}, "grid is empty"),
+        ({"model.hidden_dim": []}, "non-empty list"),
+        ({"model.hidden_dim": [8, 8]}, "repeats a value"),
+    ],
+    ids=["no-axes", "empty-axis", "repeated"],
+)
+def test_bad_grids_are_refused(grid, message):
+    with pytest.raises(ConfigError, match=message):
+        expand_grid(grid)
+
+
+def test_run_names_are_readable_and_unique():
+    assert run_name({"model.hidden_dim": 8, "model.layout": "st"}) == "hidden_dim=8-layout=st"
+    adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003}}
+    assert run_name({"model.optimizer": adam}) == "optimizer=Adam,lr=0.003"
+    # two axes ending alike keep their full keys
+    assert run_name({"model.seeds": 1, "data.seeds": 2}) == "model.seeds=1-data.seeds=2"
+    assert "/" not in run_name({"x.path": "a/b c"})
+
+
+def test_seeds_as_an_axis_are_stacked_when_small_and_split_when_large():
+    grid = {"model.hidden_dim": [4, 128], "model.layout": ["st"], "seed_everything": [0, 1]}
+    runs = {run.name: run for run in plan(TINY, grid, {}, "auto", "cpu")}
+    assert runs["hidden_dim=4-layout=st"].seeds == [0, 1]  # small: stacked
+    assert "data.seeds" in runs["hidden_dim=4-layout=st"].settings
+    assert runs["hidden_dim=128-layout=st-seed_everything=1"].seeds == [1]  # large: one each
+    forced = plan(TINY, grid, {}, True, "cpu")
+    assert [run.seeds for run in forced] == [[0, 1], [0, 1]]
+    split = plan(TINY, grid, {}, False, "cpu")
+    assert len(split) == 4
+
+
+def test_every_run_is_resolved_and_checked_before_anything_starts():
+    with pytest.raises(ConfigError, match="hiden_dim"):
+        plan(TINY, {"model.hiden_dim": [8]}, {}, "auto")
+    with pytest.raises(ConfigError, match="hidden_dim=0.*hidden_dim must be at least 1"):
+        plan(TINY, {"model.hidden_dim": [8, 0]}, {}, "auto")
+    with pytest.raises(ConfigError, match="does not exist"):
+        plan(TINY.parent / "nope.yaml", {"model.hidden_dim": [8]}, {}, "auto")
+
+
+def test_sweep_runs_reports_and_leaves_rerunnable_configs(run_dir):
+    tmp_path = run_dir
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8], "model.layout": ["st", "mt"],
+                                    "seed_everything": [0, 1]})  # fmt: skip
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    folder = tmp_path / "sweep"
+    assert {s["status"] for s in states(folder).values()} == {"completed"}
+    rows = (folder / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8  # a row per point: stacked replicas count as their own runs
+    for name in ("results.md", "loss_vs_width.png", "gap_vs_width.png", "loss_vs_parameters.png",
+                 "curves.png"):  # fmt: skip
+        assert (folder / name).is_file(), name
+    assert "hidden_dim 4:" in (folder / "results.md").read_text()
+    # a run's resolved config runs alone with `mtfilter fit --config`
+    run = cli_main(
+        [
+            "fit",
+            "--config",
+            str(folder / "hidden_dim=4-layout=st" / "fit.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+    )
+    assert run.model.hparams.hidden_dim == 4 and run.model.hparams.seeds == [0, 1]
+
+
+def test_running_again_finishes_only_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8], "model.layout": ["mt"]})
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    folder = tmp_path / "sweep"
+    summary = folder / "hidden_dim=8-layout=mt" / "summary.json"
+    first = json.loads(summary.read_text())
+    summary.unlink()  # as if it never finished: its last.ckpt is after the final epoch
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    attempts = {name: s["attempts"] for name, s in states(folder).items()}
+    assert attempts == {"hidden_dim=4-layout=mt": 1, "hidden_dim=8-layout=mt": 2}
+    again = json.loads(summary.read_text())  # rewritten from the checkpoint's records
+    assert again["val"] == first["val"] and again["epochs"] == first["epochs"] == 5
+    assert again["wall_time_s"] > 0  # the training time the checkpoint recorded
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exploding = {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e30}}
+    fine = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}
+    config = write_sweep(tmp_path, {"model.optimizer": [fine, exploding]},
+                         settings={"trainer.max_epochs": 5, "model.loss": "bce"})  # fmt: skip
+    assert sweep_main(["sweep", "--config", str(config)]) == 1
+    found = states(tmp_path / "sweep")
+    assert found["optimizer=Adam,lr=0.01"]["status"] == "completed"
+    failed = found["optimizer=SGD,lr=1e+30"]
+    assert failed["status"] == "diverged" and "NonFiniteLossError" in failed["error"]
+    assert "1 of 2 runs failed" in capsys.readouterr().err
+    assert "did not complete" in (tmp_path / "sweep" / "results.md").read_text()
+
+
+def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = write_sweep(tmp_path, {"model.hidden_dim": [4]})
+    assert sweep_main(["sweep", "--config", str(first)]) == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("*")}
+    other = write_sweep(tmp_path, {"model.hidden_dim": [4]},
+                        settings={"trainer.max_epochs": 6})  # fmt: skip
+    with pytest.raises(ConfigError, match="holds a different sweep"):
+        sweep_main(["sweep", "--config", str(other)])
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("*")} == before
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a sweep folder"):
+        sweep_main(["sweep", "--config", str(first), "--folder", str(tmp_path / "plain")])
+
+
+def test_bad_sweep_input_stops_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="hiden_dim"):
+        sweep_main(["sweep", "--config", str(write_sweep(tmp_path, {"model.hiden_dim": [4]}))])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        sweep_main(["sweep", "--config", str(write_sweep(tmp_path, {"model.hidden_dim": []}))])
+    missing = write_sweep(tmp_path, {"model.hidden_dim": [4]}, base=str(tmp_path / "gone.yaml"))
+    with pytest.raises(SystemExit):
+        sweep_main(["sweep", "--config", str(missing)])
+    assert "gone.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_dry_run_lists_runs_and_commands_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8], "seed_everything": [0, 1]})
+    assert sweep_main(["sweep", "--config", str(config), "--dry_run", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 runs" in printed and printed.count("mtfilter fit --config") == 2
+    assert "--data.seeds '[0, 1]'" in printed
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_submitit_local_mode_runs_the_sweep(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.chdir(tmp_path)
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8]}, executor="submitit",
+                         submitit={"cluster": "local", "timeout_min": 10})  # fmt: skip
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    assert {s["status"] for s in states(tmp_path / "sweep").values()} == {"completed"}
+    assert list((tmp_path / "sweep" / "submitit").iterdir())  # submitit's own job files
+
+
+@pytest.mark.slow
+def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path):
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 5, 6, 7], "model.layout": ["mt"]},
+                         settings={"trainer.max_epochs": 1500})  # fmt: skip
+    command = [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait for the first finished run
+        if " completed " in line:
+            break
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    first = states(tmp_path / "sweep")
+    done = {name for name, s in first.items() if s["status"] == "completed"}
+    assert 0 < len(done) < 4
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = states(tmp_path / "sweep")
+    assert {s["status"] for s in second.values()} == {"completed"}
+    for name in done:  # finished runs were not touched again
+        assert second[name]["attempts"] == 1
+    assert os.path.getsize(tmp_path / "sweep" / "results.csv") > 0
