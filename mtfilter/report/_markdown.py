@@ -1,0 +1,90 @@
+"""`results.md`: the seed table's shape (per width: st best, mt best, mt - st), with means and
+95% confidence intervals over seeds, and a verdict per width."""
+
+from pathlib import Path
+from typing import Any
+
+from mtfilter.report._stats import LAYOUTS, Estimate, WidthComparison, verdict
+
+METRIC_TEXT = {
+    "val": "the lowest full-dataset loss (mean per-bit loss, eval mode) over all epochs, and the "
+    "epoch it was reached",
+    "train": "the lowest epoch-mean training loss (mean per-bit loss, training mode) over all "
+    "epochs, and the epoch it was reached",
+}
+
+
+def write_markdown(
+    path: Path, folder: Path, keys: list[str], rows: list[dict[str, Any]],
+    sections: dict[tuple, list[WidthComparison]], metric: str, width_key: str, layout_key: str,
+) -> None:  # fmt: skip
+    lines = [f"# Sweep results: {folder.name}", ""]
+    statuses: dict[str, int] = {}
+    for row in rows:
+        status = row.get("status") or "pending"
+        statuses[status] = statuses.get(status, 0) + 1
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    wall = sum(_wall_time(rows).values())
+    runs = len({row["run"] for row in rows})
+    lines += [
+        f"{len(rows)} points in {runs} runs ({counts}); {_duration(wall)} of training in all "
+        "(stacked seeds train together).",
+        f"Varied: {', '.join(f'`{k}`' for k in keys)}. Figure: {METRIC_TEXT[metric]}.",
+        "Several seeds: mean [95% t-interval]; the gap is paired by seed. Per-run figures are in "
+        "results.csv.",
+        "",
+    ]
+    others = [k for k in keys if k not in (width_key, layout_key, "seed_everything")]
+    width_name = width_key.rsplit(".", 1)[-1]
+    for section, comparisons in sections.items():
+        if others:
+            lines += [
+                "## " + ", ".join(f"{k} = {v}" for k, v in zip(others, section, strict=True)),
+                "",
+            ]
+        lines += [
+            f"| {width_name} | seeds | st best | st epoch | mt best | mt epoch | mt - st |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c in comparisons:
+            n = max((e.n for e in c.loss.values()), default=0)
+            cells = []
+            for layout in LAYOUTS:
+                estimate = c.loss.get(layout)
+                cells += (
+                    [_estimate(estimate), _epoch(c.epoch.get(layout))] if estimate else ["-", "-"]
+                )
+            gap = _estimate(c.gap, signed=True) if c.gap else "-"
+            lines.append(f"| {c.width} | {n} | " + " | ".join(cells) + f" | {gap} |")
+        lines.append("")
+        verdicts = [f"- {width_name} {c.width}: {verdict(c.gap)}" for c in comparisons if c.gap]
+        lines += [*verdicts, ""] if verdicts else []
+    failed = [row for row in rows if row.get("status") not in ("completed", None)]
+    if failed:
+        lines += ["## Runs that did not complete", ""]
+        lines += [f"- {row['run']} (seed {row.get('seed_everything')}): {row['status']}"
+                  for row in failed]  # fmt: skip
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def _estimate(estimate: Estimate | None, signed: bool = False) -> str:
+    if estimate is None:
+        return "-"
+    text = f"{estimate.mean:+.4f}" if signed else f"{estimate.mean:.4f}"
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{estimate.low:.4f}, {estimate.high:.4f}]"
+    return text
+
+
+def _epoch(epoch: float | None) -> str:
+    return "-" if epoch is None else f"{epoch:g}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _wall_time(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Wall time per run (stacked replicas share theirs)."""
+    return {row["run"]: float(row["wall_time_s"] or 0) for row in rows}

@@ -1,0 +1,143 @@
+"""The sweep's figures (PNG, matplotlib): best loss and the mt - st gap against width and
+against parameter count, with seed bands, and loss curves read back from TensorBoard."""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mtfilter.report._stats import LAYOUTS, WidthComparison
+
+COLORS = {"st": "tab:blue", "mt": "tab:orange"}
+
+
+def plot_all(
+    folder: Path, sections: dict[tuple, list[WidthComparison]], rows: list[dict[str, Any]],
+    metric: str, width_name: str, layout_key: str, width_key: str,
+) -> list[Path]:  # fmt: skip
+    """Write every figure into `folder`; returns their paths."""
+    numeric = {
+        section: [c for c in comps if isinstance(c.width, int | float)]
+        for section, comps in sections.items()
+    }
+    numeric = {s: comps for s, comps in numeric.items() if comps}
+    written = []
+    if numeric:
+        written.append(_loss(folder / "loss_vs_width.png", numeric, metric, width_name, "width"))
+        written.append(_loss(folder / "loss_vs_parameters.png", numeric, metric, width_name,
+                             "parameters"))  # fmt: skip
+        if any(c.gap for comps in numeric.values() for c in comps):
+            written.append(_gap(folder / "gap_vs_width.png", numeric, metric, width_name))
+    curves = _curves(folder / "curves.png", rows, metric, layout_key, width_key)
+    if curves:
+        written.append(curves)
+    return written
+
+
+def _loss(
+    path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str,
+    x_axis: str,
+) -> Path:  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for section, comps in sections.items():
+        label_suffix = f" {section}" if section else ""
+        for layout in LAYOUTS:
+            points = [c for c in comps if layout in c.loss]
+            if not points:
+                continue
+            xs = [c.width if x_axis == "width" else c.parameters[layout] for c in points]
+            means = [c.loss[layout].mean for c in points]
+            ax.plot(xs, means, "o-", color=COLORS[layout], label=f"{layout}{label_suffix}")
+            if all(c.loss[layout].low is not None for c in points):
+                ax.fill_between(xs, [c.loss[layout].low for c in points],
+                                [c.loss[layout].high for c in points], color=COLORS[layout],
+                                alpha=0.2)  # fmt: skip
+    if x_axis == "width":
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{width_name} (log2)")
+    else:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters of one model (st: all its towers)")
+    ax.set_ylabel(f"best {metric} loss")
+    ax.set_title(f"best {metric} loss, mean over seeds (band: 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _gap(
+    path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str
+) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for section, comps in sections.items():
+        points = [c for c in comps if c.gap is not None]
+        xs = [c.width for c in points]
+        ax.plot(xs, [c.gap.mean for c in points], "o-", label=f"mt - st {section or ''}".strip())
+        if all(c.gap.low is not None for c in points):
+            ax.fill_between(xs, [c.gap.low for c in points], [c.gap.high for c in points],
+                            alpha=0.2)  # fmt: skip
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(f"{width_name} (log2)")
+    ax.set_ylabel(f"mt - st, best {metric} loss")
+    ax.set_title("multitask minus singletask (above 0: mt is worse)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _curves(
+    path: Path, rows: list[dict[str, Any]], metric: str, layout_key: str, width_key: str
+) -> Path | None:
+    """Loss curves of the smallest and largest width of each layout (first seed), as logged."""
+    chosen = _chosen_runs(rows, layout_key, width_key)
+    if not chosen:
+        return None
+    smallest = min(row.get(width_key) for row in chosen)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for row in chosen:
+        accumulator = EventAccumulator(row["log_dir"], size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if f"{metric}/loss" not in accumulator.Tags()["scalars"]:
+            continue
+        events = accumulator.Scalars(f"{metric}/loss")
+        layout = row.get(layout_key)
+        style = "-" if row.get(width_key) == smallest else "--"
+        label = f"{layout}, {width_key.rsplit('.', 1)[-1]} {row.get(width_key)}"
+        ax.plot([e.step for e in events], [e.value for e in events], style,
+                color=COLORS.get(layout), label=label)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric} loss")
+    ax.set_yscale("log")
+    ax.set_title(f"{metric} loss curves (first seed), from the TensorBoard logs")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # runs without TensorBoard logs draw nothing
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _chosen_runs(rows: list[dict[str, Any]], layout_key: str, width_key: str) -> list[dict]:
+    done = [r for r in rows if r.get("status") == "completed"]
+    widths = sorted({r.get(width_key) for r in done if isinstance(r.get(width_key), int | float)})
+    if not widths:
+        return []
+    chosen = []
+    for width in dict.fromkeys([widths[0], widths[-1]]):
+        for layout in LAYOUTS:
+            matches = [r for r in done if r.get(width_key) == width and r.get(layout_key) == layout]
+            if matches:
+                chosen.append(min(matches, key=lambda r: str(r.get("seed_everything"))))
+    return chosen

@@ -1,0 +1,109 @@
+"""Means, 95% confidence intervals over seeds, and the paired mt - st gap, per width."""
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats
+
+LAYOUTS = ("st", "mt")
+
+
+@dataclass
+class Estimate:
+    """A mean over seeds with its 95% t-interval (`low` and `high` are None for one seed)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Estimate":
+        n = len(values)
+        mean = sum(values) / n
+        if n < 2:
+            return cls(mean, None, None, n)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        return cls(mean, mean - half, mean + half, n)
+
+
+@dataclass
+class WidthComparison:
+    """One width of one section: each layout's best loss and epoch, and the paired gap."""
+
+    width: Any
+    loss: dict[str, Estimate]  # layout -> best loss over seeds
+    epoch: dict[str, float]  # layout -> median best epoch
+    parameters: dict[str, float]  # layout -> parameters of one model
+    gap: Estimate | None  # mt - st over the seeds both have
+
+
+def compare(
+    rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str,
+    seed_key: str = "seed_everything",
+) -> dict[tuple, list[WidthComparison]]:  # fmt: skip
+    """Completed rows grouped into sections (the other varied keys' values) and widths."""
+    others = [k for k in keys if k not in (width_key, layout_key, seed_key)]
+    table: dict[tuple, dict[Any, dict[str, dict[Any, dict[str, Any]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    for row in rows:
+        if row.get("status") != "completed" or row.get(f"{metric}_loss_best") is None:
+            continue
+        section = tuple(_hashable(row.get(k)) for k in others)
+        layout = row.get(layout_key)
+        table[section][row.get(width_key)][layout][row.get(seed_key)] = row
+    result: dict[tuple, list[WidthComparison]] = {}
+    for section, widths in table.items():
+        comparisons = []
+        for width in sorted(widths, key=_sort_key):
+            by_layout = widths[width]
+            loss, epoch, parameters = {}, {}, {}
+            for layout, seeds in by_layout.items():
+                values = [r[f"{metric}_loss_best"] for r in seeds.values()]
+                loss[layout] = Estimate.of(values)
+                epochs = sorted(r[f"{metric}_loss_best_epoch"] for r in seeds.values())
+                epoch[layout] = (
+                    epochs[len(epochs) // 2]
+                    if len(epochs) % 2
+                    else ((epochs[len(epochs) // 2 - 1] + epochs[len(epochs) // 2]) / 2)
+                )
+                parameters[layout] = next(iter(seeds.values()))["parameters_total"]
+            gap = None
+            if all(layout in by_layout for layout in LAYOUTS):
+                common = sorted(set(by_layout["st"]) & set(by_layout["mt"]), key=str)
+                if common:
+                    gap = Estimate.of([
+                        by_layout["mt"][s][f"{metric}_loss_best"]
+                        - by_layout["st"][s][f"{metric}_loss_best"]
+                        for s in common
+                    ])  # fmt: skip
+            comparisons.append(WidthComparison(width, loss, epoch, parameters, gap))
+        result[section] = comparisons
+    return result
+
+
+def verdict(gap: Estimate) -> str:
+    """Is mt worse than st, by how much, with what confidence."""
+    if gap.low is None or gap.high is None:
+        return f"mt - st = {gap.mean:+.4f} (one seed: no confidence interval)"
+    interval = f"95% CI {gap.low:+.4f} to {gap.high:+.4f}, {gap.n} seeds"
+    if gap.low > 0:
+        return f"mt is worse than st by {gap.mean:.4f} ({interval})"
+    if gap.high < 0:
+        return f"mt is better than st by {-gap.mean:.4f} ({interval})"
+    return f"no clear difference: mt - st = {gap.mean:+.4f} ({interval})"
+
+
+def _hashable(value: Any) -> Any:
+    """Sections are keyed by the other axes' values; a mapping or list (an optimizer, say)
+    becomes its compact JSON text."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))

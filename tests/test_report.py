@@ -1,0 +1,116 @@
+"""The report's numbers against hand-computed ones, from a sweep folder of fake summaries."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mtfilter.report import Estimate, compare, report, verdict
+from mtfilter.report._collect import collect
+
+# best val loss per (width, layout, seed): mt worse at 8 by ~0.1, no real difference at 64
+LOSSES = {
+    (8, "st", 0): 0.10, (8, "st", 1): 0.12, (8, "st", 2): 0.11,
+    (8, "mt", 0): 0.21, (8, "mt", 1): 0.21, (8, "mt", 2): 0.22,
+    (64, "st", 0): 0.050, (64, "st", 1): 0.060, (64, "st", 2): 0.040,
+    (64, "mt", 0): 0.055, (64, "mt", 1): 0.050, (64, "mt", 2): 0.052,
+}  # fmt: skip
+T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
+
+
+def fake_sweep(folder: Path, stacked: bool) -> Path:
+    grid = {"model.hidden_dim": [8, 64], "model.layout": ["st", "mt"], "seed_everything": [0, 1, 2]}
+    runs = []
+    for width in (8, 64):
+        for layout in ("st", "mt"):
+            name = f"hidden_dim={width}-layout={layout}"
+            run_folder = folder / name
+            run_folder.mkdir(parents=True)
+            values = {"model.hidden_dim": width, "model.layout": layout}
+            (run_folder / "run.json").write_text(json.dumps(
+                {"name": name, "values": values, "seeds": [0, 1, 2], "status": "completed"}
+            ))  # fmt: skip
+            summaries = [_summary(width, layout, seed) for seed in range(3)]
+            if stacked:
+                paths = []
+                for seed, summary in enumerate(summaries):
+                    (run_folder / f"seed_{seed}").mkdir()
+                    (run_folder / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
+                    paths.append(f"seed_{seed}/summary.json")
+                top = {"status": "completed", "seeds": [0, 1, 2], "replicas": paths}
+                (run_folder / "summary.json").write_text(json.dumps(top))
+            runs.append(name)
+    (folder / "sweep.json").write_text(json.dumps({"grid": grid, "runs": runs}))
+    return folder
+
+
+def _summary(width: int, layout: str, seed: int) -> dict:
+    loss = LOSSES[(width, layout, seed)]
+    return {
+        "status": "completed", "seed": seed, "epochs": 100, "wall_time_s": 2.0,
+        "parameters": {"total": width * (10 if layout == "st" else 1), "per_task": width},
+        "train": {"loss_best": loss + 0.01, "loss_best_epoch": 90 + seed},
+        "val": {"loss_best": loss, "loss_best_epoch": 95 + seed, "acc_final": 0.9,
+                "exact_match_final": 0.5},
+    }  # fmt: skip
+
+
+def hand_estimate(values):
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T_975_DF2 * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def test_collect_makes_one_row_per_stacked_replica(tmp_path):
+    keys, rows = collect(fake_sweep(tmp_path, stacked=True))
+    assert keys == ["model.hidden_dim", "model.layout", "seed_everything"]
+    assert len(rows) == 12
+    row = next(
+        r for r in rows if r["run"] == "hidden_dim=8-layout=mt" and r["seed_everything"] == 2
+    )
+    assert row["val_loss_best"] == 0.22 and row["val_loss_best_epoch"] == 97
+    assert row["log_dir"].endswith("seed_2")
+
+
+def test_means_intervals_and_paired_gap_match_hand_computation(tmp_path):
+    keys, rows = collect(fake_sweep(tmp_path, stacked=True))
+    (comparisons,) = compare(rows, keys, "val", "model.hidden_dim", "model.layout").values()
+    narrow, wide = comparisons
+    st = [LOSSES[(8, "st", s)] for s in range(3)]
+    mt = [LOSSES[(8, "mt", s)] for s in range(3)]
+    for estimate, values in ((narrow.loss["st"], st), (narrow.loss["mt"], mt)):
+        assert (estimate.mean, estimate.low, estimate.high) == pytest.approx(hand_estimate(values))
+    gaps = [m - s for m, s in zip(mt, st, strict=True)]  # paired by seed
+    assert (narrow.gap.mean, narrow.gap.low, narrow.gap.high) == pytest.approx(hand_estimate(gaps))
+    assert narrow.epoch == {"st": 96, "mt": 96}  # median best epoch
+    assert verdict(narrow.gap).startswith("mt is worse than st by 0.1033")
+    assert verdict(wide.gap).startswith("no clear difference")
+    assert verdict(Estimate(-0.2, -0.3, -0.1, 3)).startswith("mt is better than st by 0.2000")
+    assert "one seed" in verdict(Estimate.of([0.05]))
+
+
+def test_report_writes_csv_markdown_and_plots(tmp_path):
+    folder = fake_sweep(tmp_path, stacked=False)
+    for run in folder.iterdir():  # unstacked: one summary per run folder, seed 0 only
+        if run.is_dir():
+            width, layout = int(run.name.split("-")[0].split("=")[1]), run.name.split("=")[-1]
+            (run / "summary.json").write_text(json.dumps(_summary(width, layout, 0)))
+    written = report(folder)
+    assert {p.name for p in written} >= {
+        "results.csv",
+        "results.md",
+        "loss_vs_width.png",
+        "gap_vs_width.png",
+        "loss_vs_parameters.png",
+    }
+    table = (folder / "results.md").read_text()
+    assert "| 8 | 1 | 0.1000 | 95 | 0.2100 | 95 | +0.1100 |" in table
+    assert "hidden_dim 8: mt - st = +0.1100 (one seed" in table
+    with open(folder / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and rows[0]["status"] == "completed"
+    assert {"model.hidden_dim", "val_loss_best", "parameters_total", "wall_time_s"} <= set(rows[0])
