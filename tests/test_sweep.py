@@ -45,14 +45,30 @@ def test_grid_expands_to_every_combination_in_axis_order():
     ]
 
 
+def test_a_list_of_grids_is_their_union():
+    grids = [
+        {"model.hidden_dim": [8], "model.layout": ["st", "mt"], "seed_everything": [0, 1]},
+        {"model.hidden_dim": [64], "model.layout": ["mt"]},
+    ]
+    assert len(expand_grid(grids)) == 5
+    runs = plan(TINY, grids, {}, "auto", "cpu")
+    assert {run.name: run.seeds for run in runs} == {
+        "hidden_dim=8-layout=st": [0, 1],
+        "hidden_dim=8-layout=mt": [0, 1],
+        "hidden_dim=64-layout=mt": [],
+    }
+
+
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
         ({}, "grid is empty"),
+        ([], "grid is empty"),
         ({"model.hidden_dim": []}, "non-empty list"),
         ({"model.hidden_dim": [8, 8]}, "repeats a value"),
+        ([{"model.hidden_dim": [8]}, {"model.hidden_dim": [8, 16]}], "twice"),
     ],
-    ids=["no-axes", "empty-axis", "repeated"],
+    ids=["no-axes", "no-grids", "empty-axis", "repeated", "overlapping-grids"],
 )
 def test_bad_grids_are_refused(grid, message):
     with pytest.raises(ConfigError, match=message):

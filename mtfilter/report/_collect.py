@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.errors import ConfigError
+from mtfilter.sweep._plan import grid_keys
 
 # Figures of a row, in the order of results.csv after the varied keys.
 FIGURES = [
@@ -22,7 +23,7 @@ def collect(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if not sweep_file.is_file():
         raise ConfigError(f"{folder} is not a sweep folder (no sweep.json)")
     sweep = json.loads(sweep_file.read_text())
-    keys = list(sweep.get("grid", {}))
+    keys = grid_keys(sweep.get("grid", {}))
     rows = []
     for name in sweep.get("runs", []):
         run_folder = folder / name

@@ -13,6 +13,7 @@ from jsonargparse.typing import Path_fr
 from mtfilter.errors import ConfigError
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
+    Grid,
     Run,
     check_and_measure,
     describe,
@@ -36,7 +37,7 @@ Value = Union[bool, int, float, str, None, dict, list]  # noqa: UP007 (jsonargpa
 
 def sweep(
     base: Path_fr,
-    grid: dict[str, list[Value]],
+    grid: dict[str, list[Value]] | list[dict[str, list[Value]]],
     settings: dict[str, Value] | None = None,
     folder: str = "lightning_logs/sweeps/sweep",
     stack_seeds: bool | Literal["auto"] = "auto",
@@ -55,7 +56,8 @@ def sweep(
     Args:
         base: The fit config every run starts from (relative paths: to the sweep config).
         grid: Axes to vary, `key: [values]`, any key `mtfilter fit` accepts, e.g.
-            `model.hidden_dim: [8, 16]`. Every combination is one point.
+            `model.hidden_dim: [8, 16]`. Every combination is one point. A list of such
+            grids runs the union of their points.
         settings: Keys set for every point, on top of the base config.
         folder: The sweep's folder: one subfolder per run, the report at the top.
         stack_seeds: With `seed_everything` as an axis, train a point's seeds together as
@@ -124,7 +126,7 @@ def sweep(
 
 
 def plan(
-    base: Path, grid: dict[str, list[Any]], settings: dict[str, Any],
+    base: Path, grid: Grid | list[Grid], settings: dict[str, Any],
     stack_seeds: bool | str = "auto", device: str = "cpu",
 ) -> list[Run]:  # fmt: skip
     """The sweep's runs, each resolved into its fit config and checked, without running any."""

@@ -38,19 +38,39 @@ class Run:
     cost: float = 0.0  # estimated work, to start the largest first
 
 
-def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the axes' values, in the order the axes are given."""
-    if not grid:
+Grid = dict[str, list[Any]]
+
+
+def expand_grid(grid: Grid | list[Grid]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, in the order the axes are given. A list of grids
+    is their union, e.g. a product of widths and layouts plus a few wider mt points."""
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids or not all(grids):
         raise ConfigError(
             "the sweep's grid is empty: give at least one axis, e.g. model.hidden_dim"
         )
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid axis {key!r} needs a non-empty list of values, got {values!r}")
-        if len({_canonical(v) for v in values}) != len(values):
-            raise ConfigError(f"grid axis {key!r} repeats a value: {values}")
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    points: dict[str, dict[str, Any]] = {}
+    for one in grids:
+        for key, values in one.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(
+                    f"grid axis {key!r} needs a non-empty list of values, got {values!r}"
+                )
+            if len({_canonical(v) for v in values}) != len(values):
+                raise ConfigError(f"grid axis {key!r} repeats a value: {values}")
+        keys = list(one)
+        for combo in itertools.product(*one.values()):
+            point = dict(zip(keys, combo, strict=True))
+            if _canonical(point) in points:
+                raise ConfigError(f"the grids give the point {point} twice")
+            points[_canonical(point)] = point
+    return list(points.values())
+
+
+def grid_keys(grid: Grid | list[Grid]) -> list[str]:
+    """The varied keys, in the order they first appear."""
+    grids = grid if isinstance(grid, list) else [grid]
+    return list(dict.fromkeys(key for one in grids for key in one))
 
 
 def run_name(values: dict[str, Any]) -> str:
@@ -62,18 +82,19 @@ def run_name(values: dict[str, Any]) -> str:
     return "-".join(parts) or "run"
 
 
-def plan_runs(
-    grid: dict[str, list[Any]], stack_seeds: bool | str, device: str = "cpu"
-) -> list[Run]:
+def plan_runs(grid: Grid | list[Grid], stack_seeds: bool | str, device: str = "cpu") -> list[Run]:
     """Group the grid's points into runs. With the seed as an axis and stacking on, the points
     that differ only in seed become one run with its seeds stacked as replicas."""
     points = expand_grid(grid)
-    if SEED_KEY not in grid or stack_seeds is False:
+    if SEED_KEY not in grid_keys(grid) or stack_seeds is False:
         return [_single(point) for point in points]
     groups: dict[str, Run] = {}
     for point in points:
         values = {k: v for k, v in point.items() if k != SEED_KEY}
-        seed = point[SEED_KEY]
+        seed = point.get(SEED_KEY)
+        if seed is None:  # a grid of the list without the seed axis
+            groups.setdefault(run_name(point), _single(point))
+            continue
         if not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"grid axis {SEED_KEY} needs non-negative integers, got {seed!r}")
         name = run_name(values)
