@@ -14,9 +14,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
+from torchjd.aggregation import Aggregator
 from typing_extensions import override
 
-from mtfilter import counter_rng, tensorboard
+from mtfilter import counter_rng, multitask, tensorboard
 from mtfilter.data import Batch, Epoch
 from mtfilter.epoch_log import EpochLog
 from mtfilter.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError
@@ -124,6 +125,14 @@ class BitMappingModule(L.LightningModule):
             always include every bit.
         optimizer: Optimizer factory. Default: SGD, lr 1e-3, momentum 0.9 (the original's).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
+        aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, `MGDA`, `PCGrad`, ...)
+            that turns the per-task gradients of the shared parameters into their update,
+            instead of summing them; each replica on its own. Task-specific parameters get
+            their own task's gradient. With nothing shared (`st`) training is plain.
+        telemetry_interval: Every this many optimizer steps, log the conflict between the
+            tasks' gradients on the shared parameters (`conflict/*`: cosines, conflicting
+            fraction, gradient norms; the cosine matrix as an image). 0: off. Not logged for
+            `st`, which shares nothing.
     """
 
     def __init__(
@@ -144,21 +153,28 @@ class BitMappingModule(L.LightningModule):
         loss_dropout: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        aggregator: Aggregator | None = None,
+        telemetry_interval: int = 100,
     ) -> None:
         super().__init__()
         if loss not in ("l1", "bce", "mse"):
             raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {loss!r}")
         if not 0 <= loss_dropout < 1:
             raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
+        if telemetry_interval < 0:
+            raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
+        multitask.check_aggregator(aggregator)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "aggregator"])
         self.hparams.num_samples, self.hparams.seeds = num_samples, seeds
         self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        # Not a submodule: its state stays out of the checkpoints, which load without it.
+        object.__setattr__(self, "aggregator", aggregator)
         self.net = BitMLP(
             num_bits=num_bits,
             num_samples=num_samples,
@@ -194,6 +210,10 @@ class BitMappingModule(L.LightningModule):
             persistent=False,
         )
         self._epoch = _EpochTotals()
+        self._shared = self.net.shared_parameters()
+        self._task_params = self.net.task_parameters()
+        self._conflicts = multitask.ConflictRecord()
+        self._mixed_precision = False  # set from the trainer in on_fit_start
         self._last_publish = 0.0
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
@@ -240,7 +260,7 @@ class BitMappingModule(L.LightningModule):
         for indices, targets in epoch:  # (R, B), (R, B, T)
             loss_per_bit = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(self._objective(loss_per_bit))
+            self._backward(loss_per_bit)
             self._average_gradients()
             optimizer.step()
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
@@ -262,14 +282,49 @@ class BitMappingModule(L.LightningModule):
         parts = flat.split([g.numel() for g in grads])
         torch._foreach_copy_(grads, [part.view_as(g) for part, g in zip(parts, grads, strict=True)])
 
-    def _objective(self, loss_per_bit: Tensor) -> Tensor:
+    def _backward(self, loss_per_bit: Tensor) -> None:
+        """Gradients of the step: of the summed loss, or with the shared parameters' update
+        from the aggregator; the conflict figures when they are due."""
+        kept = self._kept_terms()  # (R, T) bool, or None
+        objective = self._objective(loss_per_bit, kept)
+        interval = self.hparams.telemetry_interval
+        due = self._measures_conflict and interval > 0 and self.global_step % interval == 0
+        aggregates = self.aggregator is not None and bool(self._shared)
+        if not (aggregates or due):
+            self.manual_backward(objective)
+            return
+        matrices = multitask.per_replica_jacobian(loss_per_bit, self._shared, len(self.seeds))
+        if self.trainer.world_size > 1:  # the whole global batch's per-task gradients
+            matrices = self.trainer.strategy.reduce(matrices, reduce_op="mean")
+        if kept is not None:
+            matrices = matrices * kept[..., None]  # a dropped task sends no gradient
+        if due:
+            self._conflicts.add(self.current_epoch + 1, *multitask.conflict_figures(matrices))
+        if not aggregates:
+            self.manual_backward(objective)
+            return
+        torch.autograd.backward(objective, inputs=self._task_params)
+        directions = multitask.aggregate(matrices, self.aggregator)  # (R, P)
+        multitask.set_shared_gradients(directions, self._shared)
+
+    @property
+    def _measures_conflict(self) -> bool:
+        return bool(self._shared) and self.num_bits > 1 and not self._mixed_precision
+
+    @staticmethod
+    def _objective(loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
+        """The training objective: the sum of the kept per-bit loss terms (R, T)."""
+        return loss_per_bit.sum() if kept is None else (loss_per_bit * kept).sum()
+
+    def _kept_terms(self) -> Tensor | None:
+        """Cost-Out's draw for this step: (R, T), True where a bit's loss term is kept."""
         p = self.hparams.loss_dropout
         if p == 0:
-            return loss_per_bit.sum()
+            return None
         draws = counter_rng.uniform(
             self._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, self.global_step
         )
-        return (loss_per_bit * (draws >= p)).sum()  # dropped terms multiply by 0
+        return draws >= p  # dropped terms multiply by 0
 
     def _finish_epoch(self) -> None:
         # Every rank holds an equal share of the epoch, so the mean of the ranks' means is exact.
@@ -338,7 +393,7 @@ class BitMappingModule(L.LightningModule):
         epochs, values = self.epoch_log.take_unpublished()  # (E,), (E, R, K)
         if len(epochs) > 0:
             if self.trainer.is_global_zero:
-                self._write_rows(epochs, values)
+                self._write_rows(self.epoch_log.keys, epochs, values)
             bad = ~np.isfinite(values)
             if bad.any() and self._non_finite is None:
                 row, replica, key = np.argwhere(bad)[0]
@@ -348,11 +403,24 @@ class BitMappingModule(L.LightningModule):
                     "learning rate or check the configuration; the best checkpoint and summary "
                     "of the epochs before are kept."
                 )
+        conflict_epochs, conflicts = self._conflicts.take()  # (E, R, K)
+        if conflicts is not None and self.trainer.is_global_zero:
+            keys = multitask.conflict_keys(self.num_bits)
+            self._write_rows(keys, np.array(conflict_epochs), conflicts.numpy())
+            self._write_cosine_images(conflict_epochs[-1])
         if check_finite and self._non_finite is not None:
             raise NonFiniteLossError(self._non_finite)
 
-    def _write_rows(self, epochs: np.ndarray, values: np.ndarray) -> None:
-        keys = self.epoch_log.keys
+    def _write_cosine_images(self, epoch: int) -> None:
+        cosines = self._conflicts.latest_cosines
+        assert cosines is not None
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                writers = self.tensorboard_writers(logger)
+                for writer, matrix in zip(writers, cosines.float().cpu().numpy(), strict=True):
+                    tensorboard.write_cosine_image(writer, "conflict/cosine", matrix, epoch)
+
+    def _write_rows(self, keys: list[str], epochs: np.ndarray, values: np.ndarray) -> None:
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 for writer, replica_values in zip(
@@ -385,6 +453,8 @@ class BitMappingModule(L.LightningModule):
             self.trainer.strategy.model.require_backward_grad_sync = False
         tensorboard.use_fast_record_checksum()
         self._last_publish = time.monotonic()
+        self._shared, self._task_params = self.net.shared_parameters(), self.net.task_parameters()
+        self._check_multitask_options()
         counts = self.parameter_counts()
         replicas = f" x {len(self.seeds)} replicas" if len(self.seeds) > 1 else ""
         rank_zero_info(
@@ -392,6 +462,41 @@ class BitMappingModule(L.LightningModule):
             f"{replicas} ({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
             f"{counts['task_specific']:,} task-specific)"
         )
+
+    def _check_multitask_options(self) -> None:
+        # The per-task Jacobian is a vmapped backward, which fails on autocast graphs.
+        self._mixed_precision = str(self.trainer.precision) not in ("32-true", "64-true")
+        if self._mixed_precision and self.hparams.telemetry_interval > 0 and self._shared:
+            rank_zero_info(f"no conflict telemetry under precision {self.trainer.precision}")
+        if self.aggregator is None:
+            return
+        if not self._shared:
+            rank_zero_info(
+                f"layout {self.hparams.layout} shares no parameter between bits: "
+                f"model.aggregator ({self.aggregator}) has nothing to aggregate; plain training"
+            )
+            return
+        if self._mixed_precision:
+            raise ConfigError(
+                f"model.aggregator does not support trainer.precision={self.trainer.precision}: "
+                "the per-task Jacobian cannot be taken through autocast; use 32-true"
+            )
+        self.aggregator.to(self.device)
+        rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
+
+    def multitask_summary(self, replica: int) -> dict[str, Any]:
+        """What the run did about the tasks' shared gradients, for its summary."""
+        row = self._conflicts.latest_row
+        last = {}
+        if row is not None:
+            keys = multitask.conflict_keys(self.num_bits)
+            last = dict(zip(keys, row[replica].float().tolist(), strict=True))
+        return {
+            "aggregated": self.aggregator is not None and bool(self._shared),
+            "shared_parameters": sum(p.numel() for p in self._shared) // len(self.seeds),
+            "telemetry_interval": self.hparams.telemetry_interval if self._measures_conflict else 0,
+            "conflict_last": last,
+        }
 
     @override
     def on_fit_end(self) -> None:

@@ -52,3 +52,13 @@ def write_hparams(writer: SummaryWriter, params: dict[str, Any], metrics: dict[s
         writer, list(metrics), np.zeros(1, dtype=np.int64), np.array([list(metrics.values())])
     )
     writer.flush()
+
+
+def write_cosine_image(writer: SummaryWriter, tag: str, cosines: np.ndarray, step: int) -> None:
+    """A (T, T) matrix of cosines as an image: red -1 (conflict), white 0, blue +1; each cell
+    16 pixels wide so that ten tasks make a readable picture."""
+    from matplotlib import colormaps  # only when there is something to draw
+
+    rgb = colormaps["RdBu"]((np.clip(cosines, -1, 1) + 1) / 2)[..., :3]  # (T, T, 3)
+    pixels = np.kron(rgb, np.ones((16, 16, 1)))
+    writer.add_image(tag, (pixels * 255).astype(np.uint8), step, dataformats="HWC")

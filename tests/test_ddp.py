@@ -54,10 +54,16 @@ def test_two_process_ddp_fit_trains(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_steps_equal_single_process_steps_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize(
+    "method",
+    [[], ["--model.aggregator.class_path", "torchjd.aggregation.UPGrad"]],
+    ids=["summed-loss", "upgrad"],
+)
+def test_ddp_steps_equal_single_process_steps_on_the_same_global_batch(tmp_path, method):
     # Without BatchNorm (whose batch statistics are per process unless synchronised), two
-    # processes with 4 samples each must take exactly the steps of one process with 8.
-    common = ["--model.batch_norm", "false", "--trainer.max_epochs", "10"]
+    # processes with 4 samples each must take exactly the steps of one process with 8. With an
+    # aggregator, that holds only if it sees the per-task gradients of the whole global batch.
+    common = ["--model.batch_norm", "false", "--trainer.max_epochs", "10", *method]
     ddp = _fit(
         tmp_path / "ddp",
         *common,

@@ -32,7 +32,7 @@ def test_per_bit_losses_match_their_definitions():
 def test_objective_sums_bits_and_logged_loss_is_their_mean():
     model = module()
     loss_per_bit = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
-    assert float(model._objective(loss_per_bit)) == pytest.approx(1.0)
+    assert float(model._objective(loss_per_bit, model._kept_terms())) == pytest.approx(1.0)
 
 
 def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
@@ -45,10 +45,12 @@ def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
     kept = torch.stack(kept).float()
     assert abs(float(kept.mean()) - 0.7) < 0.02
     # objective at step 0 counts exactly the kept terms, unscaled
-    assert float(model._objective(ones)) == pytest.approx(float(kept[0].sum()))
+    assert float(model._objective(ones, model._kept_terms())) == pytest.approx(float(kept[0].sum()))
     # replica 1 drops what a separate run with seed 1 drops
     alone = module(loss_dropout=0.3, seeds=[1])
-    assert float(alone._objective(ones[:1])) == pytest.approx(float(kept[0, 1].sum()))
+    assert float(alone._objective(ones[:1], alone._kept_terms())) == pytest.approx(
+        float(kept[0, 1].sum())
+    )
 
 
 def test_a_dropped_bit_sends_no_gradient():
@@ -58,7 +60,8 @@ def test_a_dropped_bit_sends_no_gradient():
     assert 0 < int(dropped.sum()) < BITS  # this seed drops some bits but not all at step 0
     indices = torch.arange(16)[None]
     targets = torch.rand(1, 16, BITS).round()
-    model._objective(per_bit_loss(model.net(indices), targets, "l1")).backward()
+    loss_per_bit = per_bit_loss(model.net(indices), targets, "l1")
+    model._objective(loss_per_bit, model._kept_terms()).backward()
     head_grad = model.net.head.weight.grad  # (T, hidden, 1) in st
     for bit in range(BITS):
         assert bool((head_grad[bit] == 0).all()) == bool(dropped[bit])

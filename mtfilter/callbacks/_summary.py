@@ -166,12 +166,22 @@ def run_summary(
             "best": checkpoint.best_path if isinstance(checkpoint, BestEpochCheckpoint) else None,
             "last": checkpoint.last_path if isinstance(checkpoint, BestEpochCheckpoint) else None,
         },
+        "multitask": module.multitask_summary(replica),
         "hparams": {
-            "model": _public(module.hparams),
+            "model": {**_public(module.hparams), "aggregator": _describe(module.aggregator)},
             "data": _public(datamodule.hparams) if datamodule is not None else {},
             "optimizer": _optimizer_summary(trainer),
         },
     }
+
+
+def _describe(aggregator: Any) -> str | None:
+    if aggregator is None:
+        return None
+    public = type(aggregator).__module__.split("._")[
+        0
+    ]  # torchjd.aggregation._upgrad -> its package
+    return f"{public}.{aggregator!r}"
 
 
 def _public(hparams: Any) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""Multitask gradient methods on the shared parameters: the per-task Jacobian (TorchJD's autojac),
+its aggregation by any TorchJD aggregator, each stacked replica on its own, and the conflict
+figures (cosines, norms) read off the same Jacobian."""
+
+import torch
+from torch import Tensor, nn
+from torchjd.aggregation import Aggregator, GramianWeightedAggregator
+from torchjd.autojac import jac
+
+from mtfilter.errors import ConfigError
+
+# Names of the conflict figures, in the order of `conflict_figures`'s columns (then per-bit norms).
+CONFLICT_KEYS = (
+    "conflict/mean_cosine",
+    "conflict/min_cosine",
+    "conflict/fraction",
+    "conflict/grad_norm_mean",
+    "conflict/grad_norm_spread",
+)
+
+
+def check_aggregator(aggregator: object) -> None:
+    if aggregator is not None and not isinstance(aggregator, Aggregator):
+        raise ConfigError(
+            f"model.aggregator must be a torchjd.aggregation.Aggregator (e.g. class_path: "
+            f"torchjd.aggregation.UPGrad), got {type(aggregator).__qualname__}"
+        )
+
+
+def per_replica_jacobian(losses: Tensor, shared: list[nn.Parameter], num_replicas: int) -> Tensor:
+    """Each replica's Jacobian of its per-task losses over its own shared parameters.
+
+    losses (R, T) -> (R, T, P), P the shared parameters of one replica. Replicas share no
+    parameter, so the Jacobian of the replica-summed losses (T,) holds replica r's rows in r's
+    slices: one Jacobian of T rows, not R * T. Replica r owns rows r*k .. (r+1)*k - 1 of every
+    stacked parameter's leading axis (see `BitMLP`).
+    """
+    jacobians = jac(losses.sum(0), shared, retain_graph=True)  # (T, *p.shape) per parameter
+    tasks = losses.shape[1]
+    return torch.cat([j.reshape(tasks, num_replicas, -1).transpose(0, 1) for j in jacobians], dim=2)
+
+
+def aggregate(matrices: Tensor, aggregator: Aggregator) -> Tensor:
+    """One update direction per replica: (R, T, P) -> (R, P).
+
+    TorchJD's aggregators take one matrix, so replicas are a loop here, the only one; for
+    Gramian-based aggregators (UPGrad, MGDA, DualProj, ...) only the (T, T) Gramians go
+    through it, computed for all replicas in one batched matmul.
+    """
+    hooked = aggregator._forward_hooks or aggregator._forward_pre_hooks
+    if isinstance(aggregator, GramianWeightedAggregator) and not hooked:
+        gramians = matrices @ matrices.transpose(1, 2)  # (R, T, T)
+        weights = torch.stack([aggregator.gramian_weighting(g) for g in gramians])  # (R, T)
+        return (weights[:, None, :] @ matrices).squeeze(1)
+    return torch.stack([aggregator(matrix) for matrix in matrices])
+
+
+def set_shared_gradients(directions: Tensor, shared: list[nn.Parameter]) -> None:
+    """Write (R, P) update directions into the shared parameters' `.grad`."""
+    replicas = directions.shape[0]
+    parts = directions.split([p.numel() // replicas for p in shared], dim=1)
+    for parameter, part in zip(shared, parts, strict=True):
+        parameter.grad = part.reshape(parameter.shape)
+
+
+def conflict_figures(matrices: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradient-conflict figures of each replica's per-task gradients (R, T, P).
+
+    Returns a (R, 5 + T) row in the order of `CONFLICT_KEYS` then each task's gradient norm,
+    and the (R, T, T) cosine matrices. Cosines are over task pairs i < j; a pair conflicts when
+    its cosine is negative; the spread is the norms' coefficient of variation (std / mean).
+    A task with a zero gradient (e.g. nothing left to learn) counts as orthogonal.
+    """
+    norms = matrices.norm(dim=2)  # (R, T)
+    units = matrices / norms.clamp_min(torch.finfo(matrices.dtype).tiny)[..., None]
+    cosines = units @ units.transpose(1, 2)  # (R, T, T)
+    tasks = matrices.shape[1]
+    upper = torch.triu_indices(tasks, tasks, offset=1, device=matrices.device)
+    pairs = cosines[:, upper[0], upper[1]]  # (R, T (T-1) / 2)
+    mean_norm = norms.mean(1)
+    row = torch.stack(
+        [
+            pairs.mean(1),
+            pairs.min(1).values,
+            (pairs < 0).float().mean(1),
+            mean_norm,
+            norms.std(1, correction=0) / mean_norm.clamp_min(torch.finfo(norms.dtype).tiny),
+        ],
+        dim=1,
+    )
+    return torch.cat([row, norms], dim=1), cosines
+
+
+def conflict_keys(num_tasks: int) -> list[str]:
+    """Tags of `conflict_figures`'s columns."""
+    return [*CONFLICT_KEYS, *(f"conflict/grad_norm/bit_{i}" for i in range(num_tasks))]
+
+
+class ConflictRecord:
+    """Conflict figures measured since the last publish, kept on the device until then (no
+    host sync on the training steps that measure them)."""
+
+    def __init__(self) -> None:
+        self._epochs: list[int] = []
+        self._rows: list[Tensor] = []  # (R, K) each
+        self.latest_cosines: Tensor | None = None  # (R, T, T)
+        self.latest_row: Tensor | None = None
+
+    def add(self, epoch: int, row: Tensor, cosines: Tensor) -> None:
+        self._epochs.append(epoch)
+        self._rows.append(row.detach())
+        self.latest_row, self.latest_cosines = row.detach(), cosines.detach()
+
+    def take(self) -> tuple[list[int], Tensor | None]:
+        """The epochs and (E, R, K) figures recorded since the last call, on the host."""
+        if not self._rows:
+            return [], None
+        epochs, rows = self._epochs, torch.stack(self._rows).float().cpu()
+        self._epochs, self._rows = [], []
+        return epochs, rows

@@ -1,0 +1,137 @@
+"""TorchJD aggregation of the shared parameters' per-task gradients, and conflict telemetry."""
+
+import math
+
+import pytest
+import torch
+from torchjd.aggregation import MGDA, Mean, UPGrad
+
+from mtfilter import BitMLP, ConfigError, per_bit_loss
+from mtfilter.multitask import (
+    aggregate,
+    conflict_figures,
+    per_replica_jacobian,
+    set_shared_gradients,
+)
+from tests.conftest import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+
+BITS = 4
+LAST = "checkpoints/last.ckpt"
+
+
+def test_conflict_figures_on_gradients_with_known_cosines():
+    # task 0 and 1 point opposite ways (cos -1), task 2 is orthogonal to both, norms 1, 2, 3
+    matrix = torch.tensor([[1.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    row, cosines = conflict_figures(matrix[None])
+    expected_cosines = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(cosines[0], expected_cosines)
+    mean_cosine, min_cosine, fraction, norm_mean, spread, *norms = row[0].tolist()
+    assert mean_cosine == pytest.approx(-1 / 3)
+    assert min_cosine == pytest.approx(-1.0)
+    assert fraction == pytest.approx(1 / 3)  # one conflicting pair of three
+    assert norm_mean == pytest.approx(2.0)
+    assert spread == pytest.approx(math.sqrt(2 / 3) / 2)  # population std / mean
+    assert norms == pytest.approx([1.0, 2.0, 3.0])
+
+
+def _model_and_losses(layout="mt", replicas=2):
+    net = BitMLP(num_bits=BITS, num_samples=16, layout=layout, num_shared_layers=1 if
+                 layout == "split" else None, in_dim=4, hidden_dim=8, num_replicas=replicas,
+                 init_seeds=list(range(replicas)))  # fmt: skip
+    indices = torch.stack([torch.randperm(16, generator=torch.Generator().manual_seed(r))[:8]
+                           for r in range(replicas)])  # fmt: skip
+    targets = torch.rand(replicas, 8, BITS, generator=torch.Generator().manual_seed(9)).round()
+    return net, per_bit_loss(net(indices), targets, "l1")  # (R, T)
+
+
+@pytest.mark.parametrize("layout", ["mt", "split"])
+def test_per_replica_jacobian_holds_each_replicas_own_task_gradients(layout):
+    net, losses = _model_and_losses(layout)
+    shared = net.shared_parameters()
+    matrices = per_replica_jacobian(losses, shared, 2)  # (R, T, P)
+    replica_size = sum(p.numel() for p in shared) // 2
+    assert matrices.shape == (2, BITS, replica_size)
+    for replica in range(2):
+        for task in range(BITS):
+            grads = torch.autograd.grad(losses[replica, task], shared, retain_graph=True)
+            # this replica's rows of every stacked parameter, in order
+            own = torch.cat([g.reshape(2, -1)[replica] for g in grads])
+            torch.testing.assert_close(matrices[replica, task], own)
+
+
+def test_gramian_path_equals_torchjds_own_aggregation_per_replica():
+    matrices = torch.randn(3, BITS, 50, generator=torch.Generator().manual_seed(0))
+    for aggregator in (UPGrad(), MGDA()):
+        expected = torch.stack([aggregator(m) for m in matrices])
+        torch.testing.assert_close(aggregate(matrices, aggregator), expected)
+    torch.testing.assert_close(aggregate(matrices, Mean()), matrices.mean(1))
+
+
+def test_aggregated_directions_land_in_each_replicas_slices():
+    net, _ = _model_and_losses("mt")
+    shared = net.shared_parameters()
+    size = sum(p.numel() for p in shared) // 2
+    directions = torch.stack([torch.zeros(size), torch.arange(size, dtype=torch.float)])
+    set_shared_gradients(directions, shared)
+    assert all(float(p.grad.reshape(2, -1)[0].abs().sum()) == 0 for p in shared)
+    flat = torch.cat([p.grad.reshape(2, -1)[1] for p in shared])
+    torch.testing.assert_close(flat, directions[1])
+
+
+AGGREGATORS = ["UPGrad", "MGDA", "PCGrad", "IMTLG", "AlignedMTL", "DualProj", "GradDrop", "Mean"]
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_each_aggregator_trains_and_is_recorded(run_dir, name):
+    run = tiny_fit("--model.aggregator.class_path", f"torchjd.aggregation.{name}",
+                   "--model.telemetry_interval", "5", "--trainer.max_epochs", "30")  # fmt: skip
+    folder = log_dir(run)
+    curve = [value for _, value in read_scalars(folder)["val/loss"]]
+    assert curve[-1] < 0.9 * curve[0]
+    summary = read_summary(folder)
+    assert summary["multitask"]["aggregated"] is True
+    assert summary["hparams"]["model"]["aggregator"].startswith(f"torchjd.aggregation.{name}")
+
+
+def test_telemetry_is_logged_for_mt_and_not_for_st(run_dir):
+    mt = read_scalars(log_dir(tiny_fit("--model.telemetry_interval", "10")))
+    # 2 steps an epoch, 50 epochs: steps 0, 10, ..., 90 fall in epochs 1, 6, ..., 46
+    assert [step for step, _ in mt["conflict/fraction"]] == list(range(1, 50, 5))
+    assert {f"conflict/grad_norm/bit_{i}" for i in range(4)} <= set(mt)
+    st = read_scalars(log_dir(tiny_fit("--model.layout", "st", "--model.telemetry_interval", "10")))
+    assert not any(tag.startswith("conflict/") for tag in st)
+
+
+def test_st_with_an_aggregator_trains_exactly_as_without(run_dir):
+    plain = read_summary(log_dir(tiny_fit("--model.layout", "st")))
+    with_upgrad = read_summary(log_dir(tiny_fit(
+        "--model.layout", "st", "--model.aggregator.class_path", "torchjd.aggregation.UPGrad"
+    )))  # fmt: skip
+    assert with_upgrad["val"]["loss_best"] == plain["val"]["loss_best"]
+    assert with_upgrad["multitask"]["aggregated"] is False
+
+
+def test_stacked_replicas_are_aggregated_each_on_its_own(run_dir):
+    # No BatchNorm: the biases before it have a zero gradient up to rounding, which Adam
+    # blows up to full steps in directions that differ between two ways of computing zero.
+    common = ["--model.aggregator.class_path", "torchjd.aggregation.UPGrad",
+              "--model.loss_dropout", "0.3", "--model.batch_norm", "false"]  # fmt: skip
+    stacked = state_dict_of(log_dir(tiny_fit(*common, "--data.seeds", "[0, 1]")) / LAST)
+    alone = state_dict_of(log_dir(tiny_fit(*common, "--seed_everything", "1")) / LAST)
+    for name, tensor in alone.items():
+        torch.testing.assert_close(stacked[name].view(2, -1)[1], tensor.view(-1), msg=name)
+
+
+def test_something_else_as_aggregator_is_refused(run_dir):
+    with pytest.raises(ConfigError, match="must be a torchjd.aggregation.Aggregator"):
+        from mtfilter import BitMappingModule
+
+        BitMappingModule(num_bits=4, num_samples=16, aggregator=torch.nn.Linear(2, 2))
+    with pytest.raises(SystemExit):  # the CLI names the type it expected, before training
+        tiny_fit("--model.aggregator.class_path", "torch.nn.Linear")
+
+
+def test_an_aggregator_under_mixed_precision_is_refused(run_dir):
+    with pytest.raises(ConfigError, match="does not support trainer.precision=bf16-mixed"):
+        tiny_fit("--model.aggregator.class_path", "torchjd.aggregation.UPGrad",
+                 "--trainer.precision", "bf16-mixed")  # fmt: skip
