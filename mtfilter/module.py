@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from torchjd.aggregation import Aggregator
+from torchjd.scalarization import Scalarizer
 from typing_extensions import override
 
 from mtfilter import counter_rng, multitask, tensorboard
@@ -129,6 +130,10 @@ class BitMappingModule(L.LightningModule):
             that turns the per-task gradients of the shared parameters into their update,
             instead of summing them; each replica on its own. Task-specific parameters get
             their own task's gradient. With nothing shared (`st`) training is plain.
+        scalarizer: A TorchJD scalarizer (`torchjd.scalarization.UW`, `DWA`, `FAMO`, `IMTLL`,
+            `Random`, ...) that combines the per-task losses into the objective instead of
+            their sum; one independent copy per replica. Those with one weight per task need
+            `init_args: {shape: NUM_BITS}`. Not with `aggregator` or `loss_dropout`.
         telemetry_interval: Every this many optimizer steps, log the conflict between the
             tasks' gradients on the shared parameters (`conflict/*`: cosines, conflicting
             fraction, gradient norms; the cosine matrix as an image). 0: off. Not logged for
@@ -154,6 +159,7 @@ class BitMappingModule(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         aggregator: Aggregator | None = None,
+        scalarizer: Scalarizer | None = None,
         telemetry_interval: int = 100,
     ) -> None:
         super().__init__()
@@ -164,17 +170,22 @@ class BitMappingModule(L.LightningModule):
         if telemetry_interval < 0:
             raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
         multitask.check_aggregator(aggregator)
+        multitask.check_scalarizer(scalarizer, num_bits, aggregator, loss_dropout)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "aggregator"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "aggregator", "scalarizer"])
         self.hparams.num_samples, self.hparams.seeds = num_samples, seeds
         self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         # Not a submodule: its state stays out of the checkpoints, which load without it.
         object.__setattr__(self, "aggregator", aggregator)
+        # A submodule: learned task weights (UW, IMTL-L) train with the model and are saved.
+        self.scalarizers = (
+            None if scalarizer is None else multitask.replica_scalarizers(scalarizer, len(seeds))
+        )
         self.net = BitMLP(
             num_bits=num_bits,
             num_samples=num_samples,
@@ -263,6 +274,8 @@ class BitMappingModule(L.LightningModule):
             self._backward(loss_per_bit)
             self._average_gradients()
             optimizer.step()
+            if self.scalarizers is not None and multitask.needs_update_after_step(self.scalarizers):
+                self._update_scalarizers(indices, targets)
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
         self._finish_epoch()
@@ -286,7 +299,10 @@ class BitMappingModule(L.LightningModule):
         """Gradients of the step: of the summed loss, or with the shared parameters' update
         from the aggregator; the conflict figures when they are due."""
         kept = self._kept_terms()  # (R, T) bool, or None
-        objective = self._objective(loss_per_bit, kept)
+        if self.scalarizers is not None:
+            objective = multitask.scalarize(self.scalarizers, loss_per_bit)
+        else:
+            objective = self._objective(loss_per_bit, kept)
         interval = self.hparams.telemetry_interval
         due = self._measures_conflict and interval > 0 and self.global_step % interval == 0
         aggregates = self.aggregator is not None and bool(self._shared)
@@ -306,6 +322,14 @@ class BitMappingModule(L.LightningModule):
         torch.autograd.backward(objective, inputs=self._task_params)
         directions = multitask.aggregate(matrices, self.aggregator)  # (R, P)
         multitask.set_shared_gradients(directions, self._shared)
+
+    @torch.no_grad()
+    def _update_scalarizers(self, indices: Tensor, targets: Tensor) -> None:
+        """FAMO's weight update, from the step's batch re-evaluated after the step."""
+        with multitask.frozen_batch_norm_statistics(self.net):
+            after = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
+        for scalarizer, row in zip(self.scalarizers, after, strict=True):
+            scalarizer.update(row)
 
     @property
     def _measures_conflict(self) -> bool:
@@ -347,6 +371,8 @@ class BitMappingModule(L.LightningModule):
             dim=1,
         )  # (R, K) in the order of epoch_log.keys
         self.epoch_log.record(self.current_epoch + 1, row)
+        if self.scalarizers is not None:
+            multitask.ends_epoch(self.scalarizers)
         for scheduler in self._schedulers():
             scheduler.step()
         due = time.monotonic() - self._last_publish > self.publish_interval_s

@@ -1,11 +1,16 @@
-"""Multitask gradient methods on the shared parameters: the per-task Jacobian (TorchJD's autojac),
-its aggregation by any TorchJD aggregator, each stacked replica on its own, and the conflict
-figures (cosines, norms) read off the same Jacobian."""
+"""Multitask methods: TorchJD aggregators on the shared parameters' per-task Jacobian (TorchJD's
+autojac), TorchJD scalarizers on the per-task losses, each stacked replica on its own; and the
+conflict figures (cosines, norms) read off the same Jacobian."""
+
+import contextlib
+import copy
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 from torchjd.aggregation import Aggregator, GramianWeightedAggregator
 from torchjd.autojac import jac
+from torchjd.scalarization import DWA, FAMO, Scalarizer
 
 from mtfilter.errors import ConfigError
 
@@ -118,3 +123,70 @@ class ConflictRecord:
         epochs, rows = self._epochs, torch.stack(self._rows).float().cpu()
         self._epochs, self._rows = [], []
         return epochs, rows
+
+
+def check_scalarizer(
+    scalarizer: object, num_tasks: int, aggregator: object, loss_dropout: float
+) -> None:
+    if scalarizer is None:
+        return
+    if not isinstance(scalarizer, Scalarizer):
+        raise ConfigError(
+            f"model.scalarizer must be a torchjd.scalarization.Scalarizer (e.g. class_path: "
+            f"torchjd.scalarization.UW), got {type(scalarizer).__qualname__}"
+        )
+    shapes = {tuple(p.shape) for p in scalarizer.parameters()}
+    if shapes - {(num_tasks,)}:
+        raise ConfigError(
+            f"model.scalarizer {type(scalarizer).__name__} has one weight per value of shape "
+            f"{sorted(shapes)[0]}, but there are {num_tasks} bits: give it init_args.shape: "
+            f"{num_tasks}"
+        )
+    if aggregator is not None:
+        raise ConfigError(
+            "model.scalarizer and model.aggregator both decide how the tasks combine: choose one"
+        )
+    if loss_dropout > 0:
+        raise ConfigError(
+            "model.scalarizer cannot be combined with model.loss_dropout: a dropped loss term "
+            "would reach it as a loss of zero (FAMO takes its logarithm, DWA its ratio)"
+        )
+
+
+def replica_scalarizers(scalarizer: Scalarizer, num_replicas: int) -> nn.ModuleList:
+    """One independent copy per stacked replica: a scalarizer weighs all the values it is given
+    together, and learned weights (UW, IMTL-L, FAMO) or loss histories (DWA) are per run."""
+    return nn.ModuleList(copy.deepcopy(scalarizer) for _ in range(num_replicas))
+
+
+def scalarize(scalarizers: nn.ModuleList, losses: Tensor) -> Tensor:
+    """The objective: each replica's per-task losses (R, T) through its own scalarizer, summed.
+    TorchJD's scalarizers take one replica's values, so this loops over replicas."""
+    return sum(s(row) for s, row in zip(scalarizers, losses, strict=True))
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """A training-mode forward that leaves BatchNorm's running statistics as they are (FAMO
+    re-evaluates the step's batch after the update)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
+def needs_update_after_step(scalarizers: nn.ModuleList) -> bool:
+    """FAMO learns its weights from the losses of the same batch after the update."""
+    return isinstance(scalarizers[0], FAMO)
+
+
+def ends_epoch(scalarizers: nn.ModuleList) -> None:
+    """DWA weighs tasks by their epoch-mean losses' rate of change: close the epoch."""
+    for scalarizer in scalarizers:
+        if isinstance(scalarizer, DWA):
+            scalarizer.step()

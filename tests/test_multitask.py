@@ -135,3 +135,71 @@ def test_an_aggregator_under_mixed_precision_is_refused(run_dir):
     with pytest.raises(ConfigError, match="does not support trainer.precision=bf16-mixed"):
         tiny_fit("--model.aggregator.class_path", "torchjd.aggregation.UPGrad",
                  "--trainer.precision", "bf16-mixed")  # fmt: skip
+
+
+SCALARIZERS = [["Random"], ["UW", "4"], ["DWA"], ["FAMO", "4"], ["IMTLL", "4"]]
+
+
+@pytest.mark.parametrize("spec", SCALARIZERS, ids=[s[0] for s in SCALARIZERS])
+def test_each_scalarizer_trains_and_is_recorded(run_dir, spec):
+    args = ["--model.scalarizer.class_path", f"torchjd.scalarization.{spec[0]}"]
+    if len(spec) > 1:
+        args += ["--model.scalarizer.init_args.shape", spec[1]]
+    folder = log_dir(tiny_fit(*args, "--trainer.max_epochs", "30"))
+    curve = [value for _, value in read_scalars(folder)["val/loss"]]
+    assert curve[-1] < 0.9 * curve[0]
+    recorded = read_summary(folder)["hparams"]["model"]["scalarizer"]
+    assert recorded.startswith(f"torchjd.scalarization.{spec[0]}(")
+
+
+def test_the_sum_scalarizer_trains_exactly_as_the_plain_sum(run_dir):
+    plain = state_dict_of(log_dir(tiny_fit("--model.batch_norm", "false")) / LAST)
+    summed = tiny_fit("--model.batch_norm", "false",
+                      "--model.scalarizer.class_path", "torchjd.scalarization.Sum")  # fmt: skip
+    for name, tensor in plain.items():
+        torch.testing.assert_close(state_dict_of(log_dir(summed) / LAST)[name], tensor, msg=name)
+
+
+def test_stacked_replicas_get_their_own_learned_task_weights(run_dir):
+    common = ["--model.scalarizer.class_path", "torchjd.scalarization.UW",
+              "--model.scalarizer.init_args.shape", "4", "--model.batch_norm", "false"]  # fmt: skip
+    stacked = state_dict_of(log_dir(tiny_fit(*common, "--data.seeds", "[0, 1]")) / LAST)
+    alone = state_dict_of(log_dir(tiny_fit(*common, "--seed_everything", "1")) / LAST)
+    for name, tensor in alone.items():
+        if name.startswith("scalarizers."):  # one copy per replica: scalarizers.<r>.log_var
+            torch.testing.assert_close(stacked[name.replace(".0.", ".1.", 1)], tensor)
+        else:
+            torch.testing.assert_close(stacked[name].view(2, -1)[1], tensor.view(-1), msg=name)
+
+
+def test_re_evaluating_a_batch_for_famo_leaves_batch_norm_statistics_alone():
+    from mtfilter.multitask import frozen_batch_norm_statistics
+
+    net, _ = _model_and_losses("mt", replicas=1)
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    with frozen_batch_norm_statistics(net):
+        net(torch.arange(8)[None])
+    for key, value in before.items():
+        torch.testing.assert_close(net.state_dict()[key], value)
+    net(torch.arange(8)[None])  # and it does move them otherwise
+    assert any(not torch.equal(net.state_dict()[k], v) for k, v in before.items())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.scalarizer.class_path", "torchjd.scalarization.UW",
+          "--model.scalarizer.init_args.shape", "10"], "give it init_args.shape: 4"),
+        (["--model.scalarizer.class_path", "torchjd.scalarization.DWA",
+          "--model.aggregator.class_path", "torchjd.aggregation.UPGrad"], "choose one"),
+        (["--model.scalarizer.class_path", "torchjd.scalarization.DWA",
+          "--model.loss_dropout", "0.1"], "cannot be combined with model.loss_dropout"),
+    ],
+    ids=["wrong-shape", "with-aggregator", "with-loss-dropout"],
+)  # fmt: skip
+def test_scalarizers_with_what_they_cannot_support_are_refused(run_dir, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # before anything is built or written
+        tiny_fit(*args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (run_dir / "lightning_logs").exists()

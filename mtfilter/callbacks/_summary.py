@@ -168,7 +168,11 @@ def run_summary(
         },
         "multitask": module.multitask_summary(replica),
         "hparams": {
-            "model": {**_public(module.hparams), "aggregator": _describe(module.aggregator)},
+            "model": {
+                **_public(module.hparams),
+                "aggregator": _describe(module.aggregator),
+                "scalarizer": _describe(module.scalarizers[0] if module.scalarizers else None),
+            },
             "data": _public(datamodule.hparams) if datamodule is not None else {},
             "optimizer": _optimizer_summary(trainer),
         },
