@@ -13,31 +13,68 @@ Layout = Literal["mt", "st", "split"]
 Encoding = Literal["embedding", "binary"]
 
 
+class TaskFilter(nn.Module):
+    """A per-task scale and shift of a shared layer's units (FiLM), before its ReLU.
+
+    Shared features become one copy per task, kept in the batch axis so that the shared layers
+    after stay one matmul for all tasks: (R, F, B) shared, or (R, F, T * B) already per task
+    -> (R, F, T * B), task-major within the batch axis. Starts as the identity (scale 1, shift 0).
+    BatchNorm after it pools the bits' copies of the batch: one set of statistics per shared unit.
+    """
+
+    def __init__(self, num_replicas: int, num_tasks: int, width: int, per_task_input: bool):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(num_replicas, width, num_tasks, 1))
+        self.shift = nn.Parameter(torch.zeros(num_replicas, width, num_tasks, 1))
+        self.per_task_input = per_task_input
+
+    def forward(self, x: Tensor) -> Tensor:
+        replicas, width, batch = x.shape
+        tasks = self.scale.shape[2]
+        x = x.view(replicas, width, tasks, batch // tasks) if self.per_task_input else x[:, :, None]
+        return torch.addcmul(self.shift, self.scale, x).view(replicas, width, -1)
+
+
 class HiddenLayer(nn.Module):
     """Linear, then optional BatchNorm, ReLU and dropout: (G, in, B) -> (G * split, out / split, B).
 
     BatchNorm sees the (1, G * out, B) view, each (group, unit) pair one channel of a plain
     `nn.BatchNorm1d`, so Lightning's `sync_batchnorm` can swap in `nn.SyncBatchNorm`. With
-    `split > 1` (a fan-out layer) each group's outputs become `split` groups: also a view.
+    `split > 1` (a fan-out layer) each group's outputs become `split` groups: also a view. A
+    `TaskFilter` acts between BatchNorm and ReLU; `residual` adds the layer's input to its output.
     """
 
     def __init__(
-        self, linear: GroupedLinear, batch_norm: bool, dropout: float, split: int = 1
+        self,
+        linear: GroupedLinear,
+        batch_norm: bool,
+        dropout: float,
+        split: int = 1,
+        task_filter: TaskFilter | None = None,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.linear = linear
         self.norm = nn.BatchNorm1d(linear.num_groups * linear.out_features) if batch_norm else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.split = split
+        self.filter = task_filter
 
     def forward(self, x: Tensor) -> Tensor:
+        skip = x
         x = self.linear(x)  # (G, out, B)
         groups, width, batch = x.shape
         if self.norm is not None:
             x = self.norm(x.view(1, groups * width, batch))
+        if self.filter is not None:
+            x = self.filter(x.view(groups, width, batch))
+            batch = x.shape[2]
         x = torch.relu(x)
         if self.dropout is not None:
             x = self.dropout(x)
+        if self.residual:
+            x = x + skip
         return x.view(groups * self.split, width // self.split, batch)
 
 
@@ -78,6 +115,13 @@ class BitMLP(nn.Module):
         dropout: Dropout probability after each hidden ReLU.
         encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
             index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`).
+        task_filter: `mt` only: per task, a scale and a shift of every hidden unit, applied
+            between BatchNorm and ReLU (a `TaskFilter`), so that each bit sees the shared
+            weights through its own filter: `2 * hidden_dim * (num_layers - 1)` parameters per
+            bit. Compute after the first hidden layer grows `num_bits`-fold (as in `st`).
+        residual: Add each `hidden_dim -> hidden_dim` layer's input to its output (the original's
+            residual option): every hidden layer but the first, except where shared features
+            fan out to per-bit layers.
         num_replicas: Independent copies trained side by side (stacked seeds).
         init_seeds: One seed per replica: replica r is initialised from its own generator exactly
             as a 1-replica model with seed `init_seeds[r]`. Default: the global torch RNG.
@@ -95,6 +139,8 @@ class BitMLP(nn.Module):
         batch_norm: bool = True,
         dropout: float = 0.0,
         encoding: Encoding = "embedding",
+        task_filter: bool = False,
+        residual: bool = False,
         num_replicas: int = 1,
         init_seeds: list[int] | None = None,
     ) -> None:
@@ -113,6 +159,12 @@ class BitMLP(nn.Module):
             num_replicas,
             init_seeds,
         )
+        if task_filter and layout != "mt":
+            raise ConfigError(
+                f"model.task_filter needs layout mt, got {layout}"
+                + (": st shares nothing to filter" if layout == "st" else "")
+            )
+        self.task_filter = task_filter
         if layout == "mt":
             num_shared_layers = num_hidden
         elif layout == "st":
@@ -146,7 +198,9 @@ class BitMLP(nn.Module):
             else:
                 linear = GroupedLinear(R * T, width, hidden_dim)
             split = T if i == self._fan_out_layer else 1
-            layers.append(HiddenLayer(linear, batch_norm, dropout, split))
+            filter_ = TaskFilter(R, T, hidden_dim, per_task_input=i > 0) if task_filter else None
+            skip = residual and i > 0 and split == 1
+            layers.append(HiddenLayer(linear, batch_norm, dropout, split, filter_, skip))
             width = hidden_dim
         self.hidden = nn.ModuleList(layers)
         # On shared features the head is one matmul to num_bits logits (a 1-wide head per bit).
@@ -163,6 +217,9 @@ class BitMLP(nn.Module):
                 layer.linear.reset_parameters(generators)
                 if layer.norm is not None:
                     layer.norm.reset_parameters()
+                if layer.filter is not None:  # the identity
+                    layer.filter.scale.fill_(1.0)
+                    layer.filter.shift.zero_()
             self.head.reset_parameters(generators)
 
     def train(self, mode: bool = True) -> "BitMLP":
@@ -183,6 +240,10 @@ class BitMLP(nn.Module):
         x = self._encode(indices)  # (R, in, B), or (R*T, in, B) for st's own tables
         for layer in self.hidden:
             x = layer(x)
+        if self.task_filter and self.hidden:  # x: (R, F, T * B), each bit's head on its copy
+            x = x.view(self.num_replicas, x.shape[1], self.num_bits, -1)
+            logits = torch.einsum("rtf,rftb->rtb", self.head.weight, x) + self.head.bias
+            return logits.transpose(1, 2)[0] if squeeze else logits.transpose(1, 2)
         # mt's head: (R, T, B); per-bit heads: (R*T, 1, B), the same memory as (R, T, B)
         logits = self.head(x).view(self.num_replicas, self.num_bits, -1).transpose(1, 2)
         return logits[0] if squeeze else logits
@@ -204,6 +265,8 @@ class BitMLP(nn.Module):
         if name.startswith("embedding."):
             return self.embedding is not None and self.embedding.num_groups == self.num_replicas
         if name.startswith("hidden."):
+            if ".filter." in name:  # one slice per bit
+                return False
             return int(name.split(".")[1]) < self.num_shared_layers
         return False  # the head
 
@@ -211,15 +274,18 @@ class BitMLP(nn.Module):
         """Parameter counts of one replica.
 
         `total`: all parameters; `shared`: those every bit depends on; `per_task`: what one bit's
-        output depends on (shared plus its own); `task_specific`: one bit's own parameters.
+        output depends on (shared plus its own); `task_specific`: one bit's own parameters;
+        `filter`: the task filters' parameters, all bits (part of `total`).
         """
         shared = sum(p.numel() for p in self.shared_parameters()) // self.num_replicas
         own = sum(p.numel() for p in self.task_parameters()) // self.num_replicas
+        filters = sum(p.numel() for n, p in self.named_parameters() if ".filter." in n)
         return {
             "total": shared + own,
             "shared": shared,
             "per_task": shared + own // self.num_bits,
             "task_specific": own // self.num_bits,
+            "filter": filters // self.num_replicas,
         }
 
 

@@ -40,7 +40,11 @@ ARCHITECTURE_KEYS = (
     "hidden_dim",
     "batch_norm",
     "encoding",
+    "task_filter",
+    "residual",
 )
+# What an architecture key meant in checkpoints written before it existed.
+ARCHITECTURE_DEFAULTS = {"task_filter": False, "residual": False}
 
 
 def per_bit_loss(logits: Tensor, targets: Tensor, loss: LossName) -> Tensor:
@@ -119,6 +123,8 @@ class BitMappingModule(L.LightningModule):
         batch_norm: BatchNorm after each hidden linear layer.
         dropout: Dropout after each hidden ReLU.
         encoding: `embedding` (learned table) or `binary` (the index's bits).
+        task_filter: `mt` only: a per-bit scale and shift of every hidden unit (see `BitMLP`).
+        residual: Skip connections around the `hidden -> hidden` layers (see `BitMLP`).
         loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
         loss_dropout: Cost-Out: at each training step, each bit's loss term is removed from the
             objective with this probability, independently per bit and replica. A dropped bit
@@ -154,6 +160,8 @@ class BitMappingModule(L.LightningModule):
         batch_norm: bool = True,
         dropout: float = 0.0,
         encoding: Encoding = "embedding",
+        task_filter: bool = False,
+        residual: bool = False,
         loss: LossName = "l1",
         loss_dropout: float = 0.0,
         optimizer: OptimizerCallable | None = None,
@@ -197,6 +205,8 @@ class BitMappingModule(L.LightningModule):
             batch_norm=batch_norm,
             dropout=dropout,
             encoding=encoding,
+            task_filter=task_filter,
+            residual=residual,
             num_replicas=len(seeds),
             init_seeds=seeds,
         )
@@ -486,7 +496,8 @@ class BitMappingModule(L.LightningModule):
         rank_zero_info(
             f"{self.hparams.layout} model, {self.num_bits} bits: {counts['total']:,} parameters"
             f"{replicas} ({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
-            f"{counts['task_specific']:,} task-specific)"
+            f"{counts['task_specific']:,} task-specific"
+            + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
         )
 
     def _check_multitask_options(self) -> None:
@@ -512,16 +523,17 @@ class BitMappingModule(L.LightningModule):
 
     def multitask_summary(self, replica: int) -> dict[str, Any]:
         """What the run did about the tasks' shared gradients, for its summary."""
-        row = self._conflicts.latest_row
-        last = {}
-        if row is not None:
-            keys = multitask.conflict_keys(self.num_bits)
-            last = dict(zip(keys, row[replica].float().tolist(), strict=True))
+        keys = multitask.conflict_keys(self.num_bits)
+
+        def figures(rows: Tensor | None) -> dict[str, float]:
+            return {} if rows is None else dict(zip(keys, rows[replica].tolist(), strict=True))
+
         return {
             "aggregated": self.aggregator is not None and bool(self._shared),
             "shared_parameters": sum(p.numel() for p in self._shared) // len(self.seeds),
             "telemetry_interval": self.hparams.telemetry_interval if self._measures_conflict else 0,
-            "conflict_last": last,
+            "conflict_mean": figures(self._conflicts.mean()),
+            "conflict_last": figures(self._conflicts.latest_row),
         }
 
     @override
@@ -605,9 +617,10 @@ def check_checkpoint_compatible(checkpoint: dict[str, Any], hparams: Any) -> Non
             "data.targets and data.data_seed)"
         )
     differences = [
-        f"{key}: checkpoint {saved.get(key)!r}, config {hparams.get(key)!r}"
+        f"{key}: checkpoint {saved.get(key, ARCHITECTURE_DEFAULTS.get(key))!r}, "
+        f"config {hparams.get(key)!r}"
         for key in (*ARCHITECTURE_KEYS, "seeds")
-        if saved.get(key) != hparams.get(key)
+        if saved.get(key, ARCHITECTURE_DEFAULTS.get(key)) != hparams.get(key)
     ]
     if differences:
         raise CheckpointMismatchError(

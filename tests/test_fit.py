@@ -66,6 +66,7 @@ def test_summary_best_figures_match_the_logged_curves(tiny_run):
         "shared": 208,
         "per_task": 217,
         "task_specific": 9,
+        "filter": 0,
     }
     assert summary["seed"] == 0 and summary["data_seed"] == 0
     assert summary["data_fingerprint"] == tiny_run.datamodule.fingerprint
