@@ -110,11 +110,20 @@ class ConflictRecord:
         self._rows: list[Tensor] = []  # (R, K) each
         self.latest_cosines: Tensor | None = None  # (R, T, T)
         self.latest_row: Tensor | None = None
+        self._sum: Tensor | None = None  # (R, K) over every measurement of the run
+        self._count = 0
 
     def add(self, epoch: int, row: Tensor, cosines: Tensor) -> None:
+        row = row.detach().float()
         self._epochs.append(epoch)
-        self._rows.append(row.detach())
-        self.latest_row, self.latest_cosines = row.detach(), cosines.detach()
+        self._rows.append(row)
+        self.latest_row, self.latest_cosines = row, cosines.detach()
+        self._sum = row.clone() if self._sum is None else self._sum.add_(row)
+        self._count += 1
+
+    def mean(self) -> Tensor | None:
+        """(R, K): the mean of every measurement so far (this fit's, not a resumed one's)."""
+        return None if self._sum is None else self._sum / self._count
 
     def take(self) -> tuple[list[int], Tensor | None]:
         """The epochs and (E, R, K) figures recorded since the last call, on the host."""

@@ -114,3 +114,70 @@ def test_report_writes_csv_markdown_and_plots(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and rows[0]["status"] == "completed"
     assert {"model.hidden_dim", "val_loss_best", "parameters_total", "wall_time_s"} <= set(rows[0])
+
+
+# a method on mt at width 8: best loss per seed, and its mean conflict telemetry
+METHOD_LOSSES = {0: 0.155, 1: 0.18, 2: 0.11}
+
+
+def fake_method_sweep(folder: Path) -> Path:
+    """The fake sweep, plus mt with an aggregator at width 8 (grids as a list)."""
+    fake_sweep(folder, stacked=True)
+    upgrad = {"class_path": "torchjd.aggregation.UPGrad"}
+    name = "hidden_dim=8-layout=mt-aggregator=UPGrad"
+    run_folder = folder / name
+    run_folder.mkdir()
+    values = {"model.hidden_dim": 8, "model.layout": "mt", "model.aggregator": upgrad}
+    (run_folder / "run.json").write_text(json.dumps(
+        {"name": name, "values": values, "seeds": [0, 1, 2], "status": "completed"}
+    ))  # fmt: skip
+    for seed, loss in METHOD_LOSSES.items():
+        summary = {**_summary(8, "mt", seed), "val": {"loss_best": loss, "loss_best_epoch": 99}}
+        summary["multitask"] = {"conflict_mean": {"conflict/fraction": 0.2 * seed,
+                                                  "conflict/mean_cosine": -0.1}}  # fmt: skip
+        (run_folder / f"seed_{seed}").mkdir()
+        (run_folder / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
+    paths = [f"seed_{seed}/summary.json" for seed in METHOD_LOSSES]
+    (run_folder / "summary.json").write_text(json.dumps({"status": "completed", "replicas": paths}))
+    sweep = json.loads((folder / "sweep.json").read_text())
+    sweep["grid"] = [
+        sweep["grid"],
+        {
+            "model.hidden_dim": [8],
+            "model.layout": ["mt"],
+            "model.aggregator": [upgrad],
+            "seed_everything": [0, 1, 2],
+        },
+    ]
+    sweep["runs"].append(name)
+    (folder / "sweep.json").write_text(json.dumps(sweep))
+    return folder
+
+
+def test_methods_are_compared_with_st_and_mt_by_seed(tmp_path):
+    from mtfilter.report import compare_methods
+
+    keys, rows = collect(fake_method_sweep(tmp_path))
+    assert keys == ["model.hidden_dim", "model.layout", "seed_everything", "model.aggregator"]
+    results = {(r.width, r.method): r for r in compare_methods(rows, keys, "val",
+               "model.hidden_dim", "model.layout")}  # fmt: skip
+    assert set(results) == {(8, "st"), (8, "mt"), (8, "aggregator=UPGrad"), (64, "st"), (64, "mt")}
+    upgrad = results[(8, "aggregator=UPGrad")]
+    st = {s: LOSSES[(8, "st", s)] for s in range(3)}
+    mt = {s: LOSSES[(8, "mt", s)] for s in range(3)}
+    closed = [(mt[s] - METHOD_LOSSES[s]) / (mt[s] - st[s]) for s in range(3)]  # 0.5, 1/3, 1
+    mean, low, high = hand_estimate(closed)
+    assert upgrad.gap_closed.mean == pytest.approx(mean)
+    assert (upgrad.gap_closed.low, upgrad.gap_closed.high) == pytest.approx((low, high))
+    assert upgrad.gap_to_st.mean == pytest.approx(sum(METHOD_LOSSES[s] - st[s] for s in st) / 3)
+    assert upgrad.conflict_fraction == pytest.approx(0.2)  # (0 + 0.2 + 0.4) / 3
+    assert results[(8, "mt")].gap_closed.mean == pytest.approx(0.0)
+    assert results[(8, "st")].gap_closed is None
+
+
+def test_the_report_of_a_methods_sweep_has_their_table_and_figures(tmp_path):
+    written = {p.name for p in report(fake_method_sweep(tmp_path))}
+    assert {"methods_vs_width.png", "conflict_vs_width.png"} <= written
+    text = (tmp_path / "results.md").read_text()
+    assert "## st and mt" in text and "## Methods against the mt - st gap" in text
+    assert "| 8 | aggregator=UPGrad | 3 | 0.1483 [" in text

@@ -6,10 +6,19 @@ from typing import Literal
 
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._markdown import write_markdown
+from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._plots import plot_all
 from mtfilter.report._stats import Estimate, WidthComparison, compare, verdict
 
-__all__ = ["Estimate", "WidthComparison", "compare", "report", "verdict"]
+__all__ = [
+    "Estimate",
+    "MethodResult",
+    "WidthComparison",
+    "compare",
+    "compare_methods",
+    "report",
+    "verdict",
+]
 
 
 def report(
@@ -32,7 +41,11 @@ def report(
     written = [folder / "results.csv", folder / "results.md"]
     write_csv(written[0], keys, rows)
     sections = compare(rows, keys, metric, width_key, layout_key)
-    write_markdown(written[1], folder, keys, rows, sections, metric, width_key, layout_key)
+    methods = compare_methods(rows, keys, metric, width_key, layout_key)
+    if methods:  # their own table; the seed table's shape is for plain st and mt
+        sections = {s: c for s, c in sections.items() if all(v is None for v in s)} or sections
+    write_markdown(written[1], folder, keys, rows, sections, metric, width_key, layout_key,
+                   methods)  # fmt: skip
     written += plot_all(folder, sections, rows, metric, width_key.rsplit(".", 1)[-1],
-                        layout_key, width_key)  # fmt: skip
+                        layout_key, width_key, methods)  # fmt: skip
     return written

@@ -13,8 +13,15 @@ from mtfilter.sweep._plan import grid_keys
 FIGURES = [
     "parameters_total", "parameters_per_task", "train_loss_best", "train_loss_best_epoch",
     "val_loss_best", "val_loss_best_epoch", "val_acc_final", "val_exact_match_final", "epochs",
-    "wall_time_s",
+    "wall_time_s", "conflict_fraction", "conflict_mean_cosine", "grad_norm_spread",
 ]  # fmt: skip
+
+# Conflict telemetry columns: the run's mean over its measurements (empty where not measured).
+CONFLICT_FIGURES = {
+    "conflict_fraction": "conflict/fraction",
+    "conflict_mean_cosine": "conflict/mean_cosine",
+    "grad_norm_spread": "conflict/grad_norm_spread",
+}
 
 
 def collect(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -56,6 +63,7 @@ def _row(
         values["seed_everything"] = summary["seed"]
     train, val = summary.get("train") or {}, summary.get("val") or {}
     parameters = summary.get("parameters") or {}
+    conflict = (summary.get("multitask") or {}).get("conflict_mean") or {}
     status = summary.get("status") or state.get("status")
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
@@ -73,6 +81,7 @@ def _row(
         "val_exact_match_final": val.get("exact_match_final"),
         "epochs": summary.get("epochs"),
         "wall_time_s": summary.get("wall_time_s"),
+        **{column: conflict.get(tag) for column, tag in CONFLICT_FIGURES.items()},
         "replicas": replicas,
         "error": summary.get("error") or (state.get("error") if status != "completed" else None),
         "log_dir": str(log_dir),

@@ -4,6 +4,7 @@
 from pathlib import Path
 from typing import Any
 
+from mtfilter.report._methods import MethodResult
 from mtfilter.report._stats import LAYOUTS, Estimate, WidthComparison, verdict
 
 METRIC_TEXT = {
@@ -17,6 +18,7 @@ METRIC_TEXT = {
 def write_markdown(
     path: Path, folder: Path, keys: list[str], rows: list[dict[str, Any]],
     sections: dict[tuple, list[WidthComparison]], metric: str, width_key: str, layout_key: str,
+    methods: list[MethodResult] | None = None,
 ) -> None:  # fmt: skip
     lines = [f"# Sweep results: {folder.name}", ""]
     statuses: dict[str, int] = {}
@@ -37,7 +39,9 @@ def write_markdown(
     others = [k for k in keys if k not in (width_key, layout_key, "seed_everything")]
     width_name = width_key.rsplit(".", 1)[-1]
     for section, comparisons in sections.items():
-        if others:
+        if others and all(v is None for v in section):
+            lines += ["## st and mt", ""]
+        elif others:
             lines += [
                 "## " + ", ".join(f"{k} = {v}" for k, v in zip(others, section, strict=True)),
                 "",
@@ -59,6 +63,8 @@ def write_markdown(
         lines.append("")
         verdicts = [f"- {width_name} {c.width}: {verdict(c.gap)}" for c in comparisons if c.gap]
         lines += [*verdicts, ""] if verdicts else []
+    if methods:
+        lines += _methods_section(methods, width_name)
     failed = [row for row in rows if row.get("status") not in ("completed", None)]
     if failed:
         lines += ["## Runs that did not complete", ""]
@@ -66,6 +72,38 @@ def write_markdown(
                   for row in failed]  # fmt: skip
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def _methods_section(methods: list[MethodResult], width_name: str) -> list[str]:
+    lines = [
+        "## Methods against the mt - st gap",
+        "",
+        "Each method is mt with the settings named; st and mt are the runs without them. Paired "
+        "by seed: method - st, and the share of the gap closed, (mt - method) / (mt - st): 1 is "
+        "as good as st, 0 no better than mt, below 0 worse than mt. Conflict: the per-task "
+        "gradients on the shared parameters, mean over the run's measurements and the seeds "
+        "(none for st, which shares nothing).",
+        "",
+        f"| {width_name} | method | seeds | best loss | method - st | gap closed | "
+        "conflicting pairs | mean cosine | norm spread |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in methods:
+        figures = [_figure(m.conflict_fraction), _figure(m.mean_cosine, signed=True),
+                   _figure(m.norm_spread)]  # fmt: skip
+        lines.append(
+            f"| {m.width} | {m.method} | {m.loss.n} | {_estimate(m.loss)} | "
+            f"{_estimate(m.gap_to_st, signed=True)} | {_estimate(m.gap_closed, signed=True)} | "
+            + " | ".join(figures)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def _figure(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 def _estimate(estimate: Estimate | None, signed: bool = False) -> str:

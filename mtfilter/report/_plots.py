@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtfilter.report._methods import MethodResult
 from mtfilter.report._stats import LAYOUTS, WidthComparison
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
@@ -18,6 +19,7 @@ COLORS = {"st": "tab:blue", "mt": "tab:orange"}
 def plot_all(
     folder: Path, sections: dict[tuple, list[WidthComparison]], rows: list[dict[str, Any]],
     metric: str, width_name: str, layout_key: str, width_key: str,
+    methods: list[MethodResult] | None = None,
 ) -> list[Path]:  # fmt: skip
     """Write every figure into `folder`; returns their paths."""
     numeric = {
@@ -35,7 +37,68 @@ def plot_all(
     curves = _curves(folder / "curves.png", rows, metric, layout_key, width_key)
     if curves:
         written.append(curves)
+    numeric_methods = [m for m in methods or [] if isinstance(m.width, int | float)]
+    if numeric_methods:
+        written.append(_methods(folder / "methods_vs_width.png", numeric_methods, metric,
+                                width_name))  # fmt: skip
+        if any(m.conflict_fraction is not None for m in numeric_methods):
+            written.append(_conflict(folder / "conflict_vs_width.png", numeric_methods,
+                                     width_name))  # fmt: skip
     return written
+
+
+def _by_method(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
+    grouped: dict[str, list[MethodResult]] = {}
+    for result in results:
+        grouped.setdefault(result.method, []).append(result)
+    return grouped
+
+
+def _method_style(method: str) -> dict[str, Any]:
+    if method in COLORS:  # the two baselines stand out
+        return {"color": COLORS[method], "linewidth": 2.5, "marker": "o"}
+    return {"linewidth": 1.2, "marker": ".", "linestyle": "--"}
+
+
+def _methods(path: Path, results: list[MethodResult], metric: str, width_name: str) -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for method, points in _by_method(results).items():
+        ax.plot([p.width for p in points], [p.loss.mean for p in points], label=method,
+                **_method_style(method))  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(f"{width_name} (log2)")
+    ax.set_ylabel(f"best {metric} loss (mean over seeds)")
+    ax.set_title("st, mt and mt with each method")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for method, points in _by_method(results).items():
+        points = [p for p in points if p.conflict_fraction is not None]
+        if not points:
+            continue
+        widths = [p.width for p in points]
+        style = _method_style(method)
+        axes[0].plot(widths, [p.conflict_fraction for p in points], label=method, **style)
+        axes[1].plot(widths, [p.mean_cosine for p in points], label=method, **style)
+    for ax, label in zip(axes, ("conflicting task pairs (cosine < 0)", "mean pairwise cosine"),
+                         strict=True):  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{width_name} (log2)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("per-task gradients on the shared parameters, mean over training and seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _loss(

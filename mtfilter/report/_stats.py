@@ -60,7 +60,7 @@ def compare(
     result: dict[tuple, list[WidthComparison]] = {}
     for section, widths in table.items():
         comparisons = []
-        for width in sorted(widths, key=_sort_key):
+        for width in sorted(widths, key=sort_key):
             by_layout = widths[width]
             loss, epoch, parameters = {}, {}, {}
             for layout, seeds in by_layout.items():
@@ -105,5 +105,5 @@ def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
 
 
-def _sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple:
     return (0, value) if isinstance(value, int | float) else (1, str(value))

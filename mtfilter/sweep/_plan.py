@@ -78,7 +78,7 @@ def run_name(values: dict[str, Any]) -> str:
     short = {key: key.rsplit(".", 1)[-1] for key in values}
     if len(set(short.values())) != len(short):  # two axes share a last segment
         short = {key: key for key in values}
-    parts = [f"{short[key]}={_short_value(value)}" for key, value in values.items()]
+    parts = [f"{short[key]}={short_value(value)}" for key, value in values.items()]
     return "-".join(parts) or "run"
 
 
@@ -217,15 +217,15 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _short_value(value: Any) -> str:
+def short_value(value: Any) -> str:
     if isinstance(value, dict) and "class_path" in value:
         text = value["class_path"].rsplit(".", 1)[-1]
         args = value.get("init_args") or {}
-        text += "".join(f",{k}={_short_value(v)}" for k, v in args.items())
+        text += "".join(f",{k}={short_value(v)}" for k, v in args.items())
     elif isinstance(value, list | tuple):
-        text = "+".join(_short_value(v) for v in value)
+        text = "+".join(short_value(v) for v in value)
     elif isinstance(value, dict):
-        text = ",".join(f"{k}={_short_value(v)}" for k, v in value.items())
+        text = ",".join(f"{k}={short_value(v)}" for k, v in value.items())
     elif isinstance(value, float):
         text = f"{value:g}"
     else:

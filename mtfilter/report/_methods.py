@@ -1,0 +1,88 @@
+"""Methods against the mt - st gap: when a sweep varies keys besides width, layout and seed
+(an aggregator, a scalarizer, the task filter, ...), each of their settings on `mt` is a method,
+compared per width with plain st and plain mt (the runs where those keys are unset), by seed."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from mtfilter.report._stats import Estimate, sort_key
+from mtfilter.sweep._plan import short_value
+
+SEED_KEY = "seed_everything"
+
+
+@dataclass
+class MethodResult:
+    """One method at one width, over the seeds it shares with plain st and mt."""
+
+    width: Any
+    method: str  # "st", "mt", or the method's settings, e.g. "aggregator=UPGrad"
+    loss: Estimate
+    gap_to_st: Estimate | None  # method - st, paired by seed
+    gap_closed: Estimate | None  # (mt - method) / (mt - st), paired by seed
+    conflict_fraction: float | None  # mean over seeds of each run's mean over training
+    mean_cosine: float | None
+    norm_spread: float | None
+
+
+def compare_methods(
+    rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str
+) -> list[MethodResult]:
+    """Per width: st, mt, then every method; empty when the sweep varies nothing else."""
+    others = [k for k in keys if k not in (width_key, layout_key, SEED_KEY)]
+    if not others:
+        return []
+    # width -> method -> seed -> row
+    table: dict[Any, dict[str, dict[Any, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        if row.get("status") != "completed" or row.get(f"{metric}_loss_best") is None:
+            continue
+        settings = {k: row.get(k) for k in others if row.get(k) not in (None, "")}
+        if settings:
+            method = ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in
+                               settings.items())  # fmt: skip
+            if row.get(layout_key) != "mt":
+                method = f"{row.get(layout_key)} + {method}"
+        else:
+            method = str(row.get(layout_key))
+        table[row.get(width_key)][method][row.get(SEED_KEY)] = row
+    results = []
+    for width in sorted(table, key=sort_key):
+        methods = table[width]
+        st, mt = methods.get("st", {}), methods.get("mt", {})
+        for method in sorted(methods, key=lambda m: (m != "st", m != "mt", m)):
+            by_seed = methods[method]
+            best = {seed: row[f"{metric}_loss_best"] for seed, row in by_seed.items()}
+            paired = [s for s in by_seed if s in st and s in mt]
+            gap_to_st = gap_closed = None
+            if paired and method != "st":
+                gap_to_st = Estimate.of([best[s] - _best(st[s], metric) for s in paired])
+                closing = [
+                    (_best(mt[s], metric) - best[s]) / (_best(mt[s], metric) - _best(st[s], metric))
+                    for s in paired
+                    if _best(mt[s], metric) != _best(st[s], metric)
+                ]
+                gap_closed = Estimate.of(closing) if closing else None
+            results.append(
+                MethodResult(
+                    width=width,
+                    method=method,
+                    loss=Estimate.of(list(best.values())),
+                    gap_to_st=gap_to_st,
+                    gap_closed=gap_closed,
+                    conflict_fraction=_mean(by_seed, "conflict_fraction"),
+                    mean_cosine=_mean(by_seed, "conflict_mean_cosine"),
+                    norm_spread=_mean(by_seed, "grad_norm_spread"),
+                )
+            )
+    return results
+
+
+def _best(row: dict[str, Any], metric: str) -> float:
+    return row[f"{metric}_loss_best"]
+
+
+def _mean(by_seed: dict[Any, dict[str, Any]], column: str) -> float | None:
+    values = [row[column] for row in by_seed.values() if row.get(column) not in (None, "")]
+    return sum(values) / len(values) if values else None
