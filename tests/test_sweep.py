@@ -235,3 +235,15 @@ def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_p
     for name in done:  # finished runs were not touched again
         assert second[name]["attempts"] == 1
     assert os.path.getsize(tmp_path / "sweep" / "results.csv") > 0
+
+
+def test_methods_as_an_axis_are_built_and_checked_before_anything_starts():
+    upgrad = {"class_path": "torchjd.aggregation.UPGrad"}
+    runs = plan(TINY, {"model.aggregator": [upgrad]}, {}, "auto", "cpu")
+    assert [run.name for run in runs] == ["aggregator=UPGrad"]
+    assert runs[0].cost > plan(TINY, {"model.hidden_dim": [8]}, {}, "auto", "cpu")[0].cost
+    uw = {"class_path": "torchjd.scalarization.UW", "init_args": {"shape": 10}}
+    with pytest.raises(ConfigError, match="give it init_args.shape: 4"):  # tiny has 4 bits
+        plan(TINY, {"model.scalarizer": [uw]}, {}, "auto", "cpu")
+    with pytest.raises(ConfigError, match="Aggregator"):
+        plan(TINY, {"model.aggregator": [{"class_path": "torch.nn.Linear"}]}, {}, "auto", "cpu")
