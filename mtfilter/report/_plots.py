@@ -69,12 +69,7 @@ def _methods(path: Path, results: list[MethodResult], metric: str, width_name: s
     ax.set_xlabel(f"{width_name} (log2)")
     ax.set_ylabel(f"best {metric} loss (mean over seeds)")
     ax.set_title("st, mt and mt with each method")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, legend={"fontsize": 7, "ncol": 2})
 
 
 def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
@@ -93,12 +88,8 @@ def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
         ax.set_xlabel(f"{width_name} (log2)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
     fig.suptitle("per-task gradients on the shared parameters, mean over training and seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, axes[0], path, legend={"fontsize": 7})
 
 
 def _loss(
@@ -127,12 +118,7 @@ def _loss(
         ax.set_xlabel("parameters of one model (st: all its towers)")
     ax.set_ylabel(f"best {metric} loss")
     ax.set_title(f"best {metric} loss, mean over seeds (band: 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _gap(
@@ -151,12 +137,7 @@ def _gap(
     ax.set_xlabel(f"{width_name} (log2)")
     ax.set_ylabel(f"mt - st, best {metric} loss")
     ax.set_title("multitask minus singletask (above 0: mt is worse)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _curves(
@@ -183,13 +164,7 @@ def _curves(
     ax.set_ylabel(f"{metric} loss")
     ax.set_yscale("log")
     ax.set_title(f"{metric} loss curves (first seed), from the TensorBoard logs")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # runs without TensorBoard logs draw nothing
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _chosen_runs(rows: list[dict[str, Any]], layout_key: str, width_key: str) -> list[dict]:
@@ -204,3 +179,14 @@ def _chosen_runs(rows: list[dict[str, Any]], layout_key: str, width_key: str) ->
             if matches:
                 chosen.append(min(matches, key=lambda r: str(r.get("seed_everything"))))
     return chosen
+
+
+def _save(fig: Any, ax: Any, path: Path, legend: dict[str, Any] | None = None) -> Path:
+    """Grid, legend (when something is labelled), and the PNG."""
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # e.g. runs without TensorBoard logs draw nothing
+        ax.legend(**(legend or {}))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
