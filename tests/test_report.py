@@ -127,12 +127,13 @@ def fake_method_sweep(folder: Path) -> Path:
     name = "hidden_dim=8-layout=mt-aggregator=UPGrad"
     run_folder = folder / name
     run_folder.mkdir()
-    values = {"model.hidden_dim": 8, "model.layout": "mt", "model.aggregator": upgrad}
+    values = {"model.hidden_dim": 8, "model.aggregator": upgrad}  # the layout is the base's
     (run_folder / "run.json").write_text(json.dumps(
         {"name": name, "values": values, "seeds": [0, 1, 2], "status": "completed"}
     ))  # fmt: skip
     for seed, loss in METHOD_LOSSES.items():
         summary = {**_summary(8, "mt", seed), "val": {"loss_best": loss, "loss_best_epoch": 99}}
+        summary["hparams"] = {"model": {"layout": "mt"}}
         summary["multitask"] = {"conflict_mean": {"conflict/fraction": 0.2 * seed,
                                                   "conflict/mean_cosine": -0.1}}  # fmt: skip
         (run_folder / f"seed_{seed}").mkdir()

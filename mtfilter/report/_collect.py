@@ -61,6 +61,9 @@ def _row(
     values = dict(state.get("values", {}))
     if summary.get("seed") is not None:
         values["seed_everything"] = summary["seed"]
+    layout = ((summary.get("hparams") or {}).get("model") or {}).get("layout")
+    if layout is not None:  # also where the base config sets it: methods on mt, say
+        values.setdefault("model.layout", layout)
     train, val = summary.get("train") or {}, summary.get("val") or {}
     parameters = summary.get("parameters") or {}
     conflict = (summary.get("multitask") or {}).get("conflict_mean") or {}
