@@ -66,9 +66,9 @@ class HiddenLayer(nn.Module):
         x = self.linear(x)  # (G, out, B)
         groups, width, batch = x.shape
         if self.norm is not None:
-            x = self.norm(x.view(1, groups * width, batch))
+            x = self.norm(x.view(1, groups * width, batch)).view(groups, width, batch)
         if self.filter is not None:
-            x = self.filter(x.view(groups, width, batch))
+            x = self.filter(x)
             batch = x.shape[2]
         x = torch.relu(x)
         if self.dropout is not None:

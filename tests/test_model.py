@@ -186,19 +186,25 @@ def test_split_shares_the_first_layers_and_branches_per_bit():
     torch.testing.assert_close(grouped, train(params, plain_losses))
 
 
-@pytest.mark.parametrize(("layout", "task_filter"), [("mt", False), ("st", False), ("mt", True)])
-def test_stacked_replicas_match_separate_models_with_their_seeds(layout, task_filter):
+@pytest.mark.parametrize(
+    ("layout", "options"),
+    [("mt", {}), ("st", {}), ("mt", {"task_filter": True}), ("mt", {"residual": True}),
+     ("st", {"residual": True}), ("mt", {"task_filter": True, "residual": True})],
+    ids=["mt", "st", "mt-filter", "mt-residual", "st-residual", "mt-filter-residual"],
+)  # fmt: skip
+def test_stacked_replicas_match_separate_models_with_their_seeds(layout, options):
+    options = {"num_layers": 4, **options}
     stacked = BitMLP(
         num_bits=BITS,
         num_samples=SAMPLES,
         in_dim=IN_DIM,
         hidden_dim=HIDDEN,
         layout=layout,
-        task_filter=task_filter,
         num_replicas=2,
         init_seeds=[4, 9],
+        **options,
     )
-    alone = [make(layout, init_seeds=[seed], task_filter=task_filter) for seed in (4, 9)]
+    alone = [make(layout, init_seeds=[seed], **options) for seed in (4, 9)]
     indices = torch.randint(0, SAMPLES, (2, 10), generator=torch.Generator().manual_seed(0))
     out = stacked(indices)
     for r, model in enumerate(alone):

@@ -94,3 +94,10 @@ def test_the_residual_option_adds_each_hidden_layers_input():
         y = torch.relu(y * norm.weight[:, None] + norm.bias[:, None])[None]
         x = y + x if layer.residual else y
     torch.testing.assert_close(model(indices), model.head(x).transpose(1, 2))
+
+
+def test_residual_and_filter_train_with_stacked_seeds(run_dir):
+    run = tiny_fit("--model.residual", "true", "--model.task_filter", "true",
+                   "--model.num_layers", "4", "--data.seeds", "[0, 1]")  # fmt: skip
+    summary = read_summary(log_dir(run) / "seed_1")
+    assert summary["status"] == "completed" and summary["val"]["loss_best"] < 0.45
