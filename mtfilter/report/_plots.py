@@ -54,17 +54,19 @@ def _by_method(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
     return grouped
 
 
-def _method_style(method: str) -> dict[str, Any]:
+def _method_style(method: str, index: int) -> dict[str, Any]:
     if method in COLORS:  # the two baselines stand out
         return {"color": COLORS[method], "linewidth": 2.5, "marker": "o"}
-    return {"linewidth": 1.2, "marker": ".", "linestyle": "--"}
+    # tab20 without its first four (st's and mt's blue and orange, and their light shades)
+    color = plt.get_cmap("tab20")(4 + index % 16)
+    return {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
 
 
 def _methods(path: Path, results: list[MethodResult], metric: str, width_name: str) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for method, points in _by_method(results).items():
+    for index, (method, points) in enumerate(_by_method(results).items()):
         ax.plot([p.width for p in points], [p.loss.mean for p in points], label=method,
-                **_method_style(method))  # fmt: skip
+                **_method_style(method, index))  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} (log2)")
     ax.set_ylabel(f"best {metric} loss (mean over seeds)")
@@ -74,12 +76,12 @@ def _methods(path: Path, results: list[MethodResult], metric: str, width_name: s
 
 def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for method, points in _by_method(results).items():
+    for index, (method, points) in enumerate(_by_method(results).items()):
         points = [p for p in points if p.conflict_fraction is not None]
         if not points:
             continue
         widths = [p.width for p in points]
-        style = _method_style(method)
+        style = _method_style(method, index)
         axes[0].plot(widths, [p.conflict_fraction for p in points], label=method, **style)
         axes[1].plot(widths, [p.mean_cosine for p in points], label=method, **style)
     for ax, label in zip(axes, ("conflicting task pairs (cosine < 0)", "mean pairwise cosine"),

@@ -222,9 +222,10 @@ def estimated_cost(config: Any, parameters: int, table_parameters: int, replicas
     epochs = config.trainer.max_epochs if config.trainer.max_epochs not in (None, -1) else 1000
     replicas = max(replicas, 1)
     cost = float(epochs) * (15_000 + replicas * (parameters + table_parameters / 16))
-    # an aggregator adds a per-task Jacobian and a small optimisation to every step: 1.3-3x a
-    # plain run's time at hidden 8 on a CPU (UPGrad to MGDA), measured with configs/mt.yaml
-    return cost * (2.5 if config.model.get("aggregator") is not None else 1.0)
+    # an aggregator adds a per-task Jacobian and a small optimisation per replica to every
+    # step: 3.6-6.4x a plain mt run's time at hidden 8 with 4 replicas on one CPU thread
+    # (configs/sweep/filters.yaml, docs/sweeps/filters/)
+    return cost * (5.0 if config.model.get("aggregator") is not None else 1.0)
 
 
 def config_digest(config: str) -> str:
