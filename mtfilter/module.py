@@ -140,10 +140,11 @@ class BitMappingModule(L.LightningModule):
             `Random`, ...) that combines the per-task losses into the objective instead of
             their sum; one independent copy per replica. Those with one weight per task need
             `init_args: {shape: NUM_BITS}`. Not with `aggregator` or `loss_dropout`.
-        telemetry_interval: Every this many optimizer steps, log the conflict between the
-            tasks' gradients on the shared parameters (`conflict/*`: cosines, conflicting
-            fraction, gradient norms; the cosine matrix as an image). 0: off. Not logged for
-            `st`, which shares nothing.
+        telemetry_interval: Every this many optimizer steps (from the first), log the conflict
+            between the tasks' gradients on the shared parameters (`conflict/*`: cosines,
+            conflicting fraction, gradient norms; the cosine matrix as an image). 0: off. Not
+            logged for `st`, which shares nothing. A measurement costs about `num_bits`
+            backward passes through the shared layers (docs/benchmarks.md).
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class BitMappingModule(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         aggregator: Aggregator | None = None,
         scalarizer: Scalarizer | None = None,
-        telemetry_interval: int = 100,
+        telemetry_interval: int = 500,
     ) -> None:
         super().__init__()
         if loss not in ("l1", "bce", "mse"):
