@@ -235,7 +235,10 @@ class BitMappingModule(L.LightningModule):
         self._shared = self.net.shared_parameters()
         self._task_params = self.net.task_parameters()
         self._conflicts = multitask.ConflictRecord()
-        self._mixed_precision = False  # set from the trainer in on_fit_start
+        # Per-step decisions, made once in on_fit_start from the trainer and the layout.
+        self._telemetry_every = 0  # steps between conflict measurements; 0: none
+        self._aggregates = False  # the aggregator has shared parameters to update
+        self._updates_after_step = False  # FAMO re-evaluates the batch after each step
         self._last_publish = 0.0
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
@@ -285,7 +288,7 @@ class BitMappingModule(L.LightningModule):
             self._backward(loss_per_bit)
             self._average_gradients()
             optimizer.step()
-            if self.scalarizers is not None and multitask.needs_update_after_step(self.scalarizers):
+            if self._updates_after_step:
                 self._update_scalarizers(indices, targets)
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
@@ -314,10 +317,9 @@ class BitMappingModule(L.LightningModule):
             objective = multitask.scalarize(self.scalarizers, loss_per_bit)
         else:
             objective = self._objective(loss_per_bit, kept)
-        interval = self.hparams.telemetry_interval
-        due = self._measures_conflict and interval > 0 and self.global_step % interval == 0
-        aggregates = self.aggregator is not None and bool(self._shared)
-        if not (aggregates or due):
+        every = self._telemetry_every
+        due = every > 0 and self.global_step % every == 0
+        if not (self._aggregates or due):
             self.manual_backward(objective)
             return
         matrices = multitask.per_replica_jacobian(loss_per_bit, self._shared, len(self.seeds))
@@ -327,7 +329,7 @@ class BitMappingModule(L.LightningModule):
             matrices = matrices * kept[..., None]  # a dropped task sends no gradient
         if due:
             self._conflicts.add(self.current_epoch + 1, *multitask.conflict_figures(matrices))
-        if not aggregates:
+        if not self._aggregates:
             self.manual_backward(objective)
             return
         torch.autograd.backward(objective, inputs=self._task_params)
@@ -341,10 +343,6 @@ class BitMappingModule(L.LightningModule):
             after = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
         for scalarizer, row in zip(self.scalarizers, after, strict=True):
             scalarizer.update(row)
-
-    @property
-    def _measures_conflict(self) -> bool:
-        return bool(self._shared) and self.num_bits > 1 and not self._mixed_precision
 
     @staticmethod
     def _objective(loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
@@ -491,7 +489,7 @@ class BitMappingModule(L.LightningModule):
         tensorboard.use_fast_record_checksum()
         self._last_publish = time.monotonic()
         self._shared, self._task_params = self.net.shared_parameters(), self.net.task_parameters()
-        self._check_multitask_options()
+        self._setup_multitask()
         counts = self.parameter_counts()
         replicas = f" x {len(self.seeds)} replicas" if len(self.seeds) > 1 else ""
         rank_zero_info(
@@ -501,11 +499,19 @@ class BitMappingModule(L.LightningModule):
             + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
         )
 
-    def _check_multitask_options(self) -> None:
+    def _setup_multitask(self) -> None:
+        """Check the multitask options against the trainer and decide, once, what each step
+        does: measure conflict every so often, aggregate, update FAMO after the step."""
         # The per-task Jacobian is a vmapped backward, which fails on autocast graphs.
-        self._mixed_precision = str(self.trainer.precision) not in ("32-true", "64-true")
-        if self._mixed_precision and self.hparams.telemetry_interval > 0 and self._shared:
+        mixed_precision = str(self.trainer.precision) not in ("32-true", "64-true")
+        if mixed_precision and self.hparams.telemetry_interval > 0 and self._shared:
             rank_zero_info(f"no conflict telemetry under precision {self.trainer.precision}")
+        measures = bool(self._shared) and self.num_bits > 1 and not mixed_precision
+        self._telemetry_every = self.hparams.telemetry_interval if measures else 0
+        self._updates_after_step = self.scalarizers is not None and (
+            multitask.needs_update_after_step(self.scalarizers)
+        )
+        self._aggregates = False
         if self.aggregator is None:
             return
         if not self._shared:
@@ -514,12 +520,13 @@ class BitMappingModule(L.LightningModule):
                 f"model.aggregator ({self.aggregator}) has nothing to aggregate; plain training"
             )
             return
-        if self._mixed_precision:
+        if mixed_precision:
             raise ConfigError(
                 f"model.aggregator does not support trainer.precision={self.trainer.precision}: "
                 "the per-task Jacobian cannot be taken through autocast; use 32-true"
             )
         self.aggregator.to(self.device)
+        self._aggregates = True
         rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
 
     def multitask_summary(self, replica: int) -> dict[str, Any]:
@@ -532,7 +539,7 @@ class BitMappingModule(L.LightningModule):
         return {
             "aggregated": self.aggregator is not None and bool(self._shared),
             "shared_parameters": sum(p.numel() for p in self._shared) // len(self.seeds),
-            "telemetry_interval": self.hparams.telemetry_interval if self._measures_conflict else 0,
+            "telemetry_interval": self._telemetry_every,
             "conflict_mean": figures(self._conflicts.mean()),
             "conflict_last": figures(self._conflicts.latest_row),
         }
