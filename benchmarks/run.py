@@ -25,7 +25,7 @@ from torchjd.aggregation import UPGrad
 
 from benchmarks.reference import SeparateTowers, train_reference
 from mtfilter import BitMLP, make_targets, per_bit_loss
-from mtfilter.cli import MtfilterCLI
+from mtfilter.lightning_cli import MtfilterCLI
 from mtfilter.multitask import aggregate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mt.yaml")

@@ -1,11 +1,49 @@
-"""mtfilter: multitask vs singletask learning under limited capacity, on random bit mappings."""
+"""mtfilter: multitask vs singletask learning under limited capacity, on random bit mappings.
 
-from mtfilter.callbacks import BestEpochCheckpoint, EpochProgressBar, RunSummary, StopOnInterrupt
-from mtfilter.data import BitMappingDataModule, fingerprint, make_targets
-from mtfilter.errors import CheckpointMismatchError, ConfigError, MtfilterError, NonFiniteLossError
-from mtfilter.layers import GroupedEmbedding, GroupedLinear
-from mtfilter.model import BitMLP
-from mtfilter.module import BitMappingModule, per_bit_loss
+The public names are imported on first use (PEP 562), so that `mtfilter report` and
+`mtfilter --help` start without loading Lightning and torch.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtfilter.callbacks import (
+        BestEpochCheckpoint,
+        EpochProgressBar,
+        RunSummary,
+        StopOnInterrupt,
+    )
+    from mtfilter.data import BitMappingDataModule, fingerprint, make_targets
+    from mtfilter.errors import (
+        CheckpointMismatchError,
+        ConfigError,
+        MtfilterError,
+        NonFiniteLossError,
+    )
+    from mtfilter.layers import GroupedEmbedding, GroupedLinear
+    from mtfilter.model import BitMLP
+    from mtfilter.module import BitMappingModule, per_bit_loss
+
+# public name -> the module that defines it
+_SOURCES = {
+    "BestEpochCheckpoint": "mtfilter.callbacks",
+    "EpochProgressBar": "mtfilter.callbacks",
+    "RunSummary": "mtfilter.callbacks",
+    "StopOnInterrupt": "mtfilter.callbacks",
+    "BitMappingDataModule": "mtfilter.data",
+    "fingerprint": "mtfilter.data",
+    "make_targets": "mtfilter.data",
+    "CheckpointMismatchError": "mtfilter.errors",
+    "ConfigError": "mtfilter.errors",
+    "MtfilterError": "mtfilter.errors",
+    "NonFiniteLossError": "mtfilter.errors",
+    "GroupedEmbedding": "mtfilter.layers",
+    "GroupedLinear": "mtfilter.layers",
+    "BitMLP": "mtfilter.model",
+    "BitMappingModule": "mtfilter.module",
+    "per_bit_loss": "mtfilter.module",
+}
 
 __all__ = [
     "BestEpochCheckpoint",
@@ -25,3 +63,15 @@ __all__ = [
     "make_targets",
     "per_bit_loss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'mtfilter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SOURCES])

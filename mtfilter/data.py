@@ -185,6 +185,11 @@ class BitMappingDataModule(L.LightningDataModule):
             )
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
+        if batch_size > num_samples:
+            raise ConfigError(
+                f"data.batch_size={batch_size} is larger than the dataset's {num_samples} "
+                f"samples: at most {num_samples} (every epoch is one pass over the samples)"
+            )
         if data_seed < 0:
             raise ConfigError(f"data.data_seed must be non-negative, got {data_seed}")
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
@@ -225,9 +230,19 @@ class BitMappingDataModule(L.LightningDataModule):
         # Every batch is built on the training device already; nothing to move or inspect.
         return batch
 
+    def check_batch_size(self, world_size: int) -> None:
+        """Refuse a batch larger than one device's share of the samples (DDP splits them)."""
+        share = math.ceil(self.num_samples / world_size)
+        if world_size > 1 and self.batch_size > share:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is per device, larger than each of the "
+                f"{world_size} devices' {share} of the {self.num_samples} samples: at most {share}"
+            )
+
     def train_dataloader(self) -> EpochBatches:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        self.check_batch_size(world_size)
         targets = self._on_device()
         sampler = EpochShuffle(self.num_samples, self.seeds, targets.device, rank, world_size)
         return EpochBatches(targets, self.batch_size, sampler)

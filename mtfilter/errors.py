@@ -15,3 +15,7 @@ class CheckpointMismatchError(MtfilterError, ValueError):
 
 class NonFiniteLossError(MtfilterError, FloatingPointError):
     """A logged loss became NaN or infinite: training stops."""
+
+
+class RunAborted(MtfilterError):
+    """A second Ctrl-C: training stops at once, without finishing its epoch."""

@@ -28,7 +28,7 @@ def test_random_targets_are_fair_independent_bits():
 
 
 def test_data_module_resolves_defaults_and_fingerprint():
-    dm = BitMappingDataModule(num_bits=4, data_seed=1, seeds=[7])
+    dm = BitMappingDataModule(num_bits=4, data_seed=1, seeds=[7], batch_size=8)
     assert dm.num_samples == 16
     assert dm.fingerprint == fingerprint(make_targets(4, 16, "permutation", 1))
     assert dm.seeds == [7]
@@ -36,9 +36,9 @@ def test_data_module_resolves_defaults_and_fingerprint():
 
 def test_fingerprint_differs_between_target_kinds_and_sizes():
     prints = {
-        BitMappingDataModule(num_bits=4).fingerprint,
-        BitMappingDataModule(num_bits=4, targets="random").fingerprint,
-        BitMappingDataModule(num_bits=4, num_samples=8).fingerprint,
+        BitMappingDataModule(num_bits=4, batch_size=8).fingerprint,
+        BitMappingDataModule(num_bits=4, targets="random", batch_size=8).fingerprint,
+        BitMappingDataModule(num_bits=4, num_samples=8, batch_size=8).fingerprint,
     }
     assert len(prints) == 3
 
@@ -53,12 +53,29 @@ def test_fingerprint_differs_between_target_kinds_and_sizes():
         ({"data_seed": -1}, "data_seed"),
         ({"seeds": [1, 1]}, "seeds"),
         ({"num_bits": 31}, "num_bits=31"),
+        ({"num_bits": 4, "batch_size": 17}, "batch_size=17 is larger than the dataset's 16"),
     ],
-    ids=["bits", "too-many-samples", "no-samples", "batch", "data-seed", "seeds", "huge"],
+    ids=[
+        "bits",
+        "too-many-samples",
+        "no-samples",
+        "batch",
+        "data-seed",
+        "seeds",
+        "huge",
+        "batch-over-data",
+    ],
 )
 def test_bad_settings_name_the_value(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         BitMappingDataModule(**kwargs)
+
+
+def test_a_batch_larger_than_each_devices_share_is_refused():
+    data = BitMappingDataModule(num_bits=4, batch_size=8)  # 16 samples
+    data.check_batch_size(world_size=2)  # 8 each: fine
+    with pytest.raises(ConfigError, match="batch_size=8 is per device.*4 devices' 4"):
+        data.check_batch_size(world_size=4)
 
 
 def test_epoch_shuffle_is_a_fresh_permutation_each_epoch_and_reproducible():

@@ -10,14 +10,21 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from mtfilter.errors import RunAborted
+
 
 class StopOnInterrupt(Callback):
     """The first Ctrl-C finishes the current epoch, then ends training normally (checkpoints and
-    summary written as at the end); a second Ctrl-C aborts at once."""
+    summary written as at the end); a second Ctrl-C aborts at once (`RunAborted`)."""
 
     def __init__(self) -> None:
         self._requested = False
         self._previous: Any = None
+
+    @property
+    def requested(self) -> bool:
+        """Whether a Ctrl-C asked this fit to stop."""
+        return self._requested
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -27,7 +34,8 @@ class StopOnInterrupt(Callback):
 
         def request_stop(signum: int, frame: Any) -> None:
             if self._requested:
-                raise KeyboardInterrupt
+                # Not a KeyboardInterrupt, which Lightning turns into exit status 1
+                raise RunAborted("aborted by a second Ctrl-C; the last checkpoint is kept")
             self._requested = True
             rank_zero_info("stopping after this epoch (press Ctrl-C again to abort now)")
 

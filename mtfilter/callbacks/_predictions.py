@@ -6,7 +6,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
@@ -25,6 +24,7 @@ class PredictionWriter(Callback):
     def __init__(self, filename: str = "predictions.pt") -> None:
         self.filename = filename
         self._batches: list[dict[str, Tensor]] = []
+        self.path: str | None = None  # where the last predictions went
 
     @override
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -55,4 +55,4 @@ class PredictionWriter(Callback):
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, self.filename)
         torch.save(merged, path)
-        rank_zero_info(f"predictions written to {path}")
+        self.path = path

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.errors import ConfigError
-from mtfilter.sweep._plan import grid_keys
+from mtfilter.folders import RUN_FILE, SEED_KEY, SUMMARY_FILE, SWEEP_FILE, grid_keys, read_json
 
 # Figures of a row, in the order of results.csv after the varied keys.
 FIGURES = [
@@ -26,26 +26,25 @@ CONFLICT_FIGURES = {
 
 def collect(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """The sweep's varied keys and its rows, one per run and seed."""
-    sweep_file = folder / "sweep.json"
-    if not sweep_file.is_file():
-        raise ConfigError(f"{folder} is not a sweep folder (no sweep.json)")
-    sweep = json.loads(sweep_file.read_text())
+    sweep = read_json(folder / SWEEP_FILE)
+    if sweep is None:
+        raise ConfigError(f"{folder} is not a sweep folder (no readable {SWEEP_FILE})")
     keys = grid_keys(sweep.get("grid", {}))
     rows = []
     for name in sweep.get("runs", []):
         run_folder = folder / name
-        if not (run_folder / "run.json").is_file():
+        state = read_json(run_folder / RUN_FILE)
+        if state is None:
             continue
-        state = json.loads((run_folder / "run.json").read_text())
         for summary, log_dir in _summaries(run_folder, state):
             rows.append(_row(name, state, summary, log_dir, len(state.get("seeds") or [1])))
     return keys, rows
 
 
 def _summaries(run_folder: Path, state: dict[str, Any]) -> list[tuple[dict | None, Path]]:
-    top = _read(run_folder / "summary.json")
+    top = read_json(run_folder / SUMMARY_FILE)
     if top is not None and "replicas" in top:  # stacked seeds: one summary per replica
-        return [(_read(run_folder / path) or top, (run_folder / path).parent)
+        return [(read_json(run_folder / path) or top, (run_folder / path).parent)
                 for path in top["replicas"]]  # fmt: skip
     if top is not None:
         return [(top, run_folder)]
@@ -60,7 +59,7 @@ def _row(
     summary = summary or {}
     values = dict(state.get("values", {}))
     if summary.get("seed") is not None:
-        values["seed_everything"] = summary["seed"]
+        values[SEED_KEY] = summary["seed"]
     layout = ((summary.get("hparams") or {}).get("model") or {}).get("layout")
     if layout is not None:  # also where the base config sets it: methods on mt, say
         values.setdefault("model.layout", layout)
@@ -105,10 +104,3 @@ def _cell(value: Any) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return "" if value is None else value
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

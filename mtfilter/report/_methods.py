@@ -6,10 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from mtfilter.folders import SEED_KEY, short_value
 from mtfilter.report._stats import Estimate, sort_key
-from mtfilter.sweep._plan import short_value
-
-SEED_KEY = "seed_everything"
 
 
 @dataclass
@@ -68,7 +66,7 @@ def compare_methods(
                 MethodResult(
                     width=width,
                     method=method,
-                    loss=Estimate.of(list(best.values())),
+                    loss=Estimate.of(list(best.values()), nonnegative=True),
                     gap_to_st=gap_to_st,
                     gap_closed=gap_closed,
                     conflict_fraction=_mean(by_seed, "conflict_fraction"),

@@ -5,8 +5,6 @@ import hashlib
 import importlib
 import itertools
 import json
-import logging
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +13,7 @@ from typing import Any
 import torch
 
 from mtfilter.errors import ConfigError
-
-SEED_KEY = "seed_everything"
+from mtfilter.folders import SEED_KEY, Grid, grid_keys, run_name
 
 # Runs whose model has at most this many parameters outside the input tables are stacked when
 # their seeds are an axis and stacking is "auto" on a CPU. Measured (docs/benchmarks.md): eight
@@ -37,9 +34,6 @@ class Run:
     parameters: int = 0  # one replica's parameters outside the input tables
     table_parameters: int = 0  # one replica's input-table parameters
     cost: float = 0.0  # estimated work, to start the largest first
-
-
-Grid = dict[str, list[Any]]
 
 
 def expand_grid(grid: Grid | list[Grid]) -> list[dict[str, Any]]:
@@ -66,21 +60,6 @@ def expand_grid(grid: Grid | list[Grid]) -> list[dict[str, Any]]:
                 raise ConfigError(f"the grids give the point {point} twice")
             points[_canonical(point)] = point
     return list(points.values())
-
-
-def grid_keys(grid: Grid | list[Grid]) -> list[str]:
-    """The varied keys, in the order they first appear."""
-    grids = grid if isinstance(grid, list) else [grid]
-    return list(dict.fromkeys(key for one in grids for key in one))
-
-
-def run_name(values: dict[str, Any]) -> str:
-    """A folder name a person can read: `hidden_dim=8-layout=st`, full keys only if needed."""
-    short = {key: key.rsplit(".", 1)[-1] for key in values}
-    if len(set(short.values())) != len(short):  # two axes share a last segment
-        short = {key: key for key in values}
-    parts = [f"{short[key]}={short_value(value)}" for key, value in values.items()]
-    return "-".join(parts) or "run"
 
 
 def plan_runs(grid: Grid | list[Grid], stack_seeds: bool | str, device: str = "cpu") -> list[Run]:
@@ -149,10 +128,16 @@ class _Parsed(Exception):
         self.cli = cli
 
 
-def resolve(base: Path, settings: dict[str, Any]) -> tuple[str, Any]:
+def resolve(base: Path, settings: dict[str, Any], grid: list[str] = ()) -> tuple[str, Any]:
     """The fit configuration `mtfilter fit --config BASE --key value ...` would run, as YAML,
-    and its parsed form. Unknown keys and wrong types fail here, naming the key."""
-    from mtfilter.cli import MtfilterCLI  # the CLI imports this package: import when used
+    and its parsed form. Unknown keys and wrong types fail here, naming the key and whether it
+    came from the sweep's `grid` (keys in `grid`), its `settings` or the base config."""
+    from mtfilter.lightning_cli import MtfilterCLI  # imports this package: import when used
+
+    def origin(key: str) -> str:
+        if key in grid:
+            return "in the sweep's grid"
+        return "in the sweep's settings" if key in settings else f"in base config {base}"
 
     class ParseOnly(MtfilterCLI):
         def before_instantiate_classes(self) -> None:
@@ -161,22 +146,13 @@ def resolve(base: Path, settings: dict[str, Any]) -> tuple[str, Any]:
     args = ["--config", str(base)]
     for key, value in settings.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    quiet = logging.getLogger("lightning.fabric.utilities.seed")  # "Seed set to ..." per run
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ParseOnly(
-                args=args, run=False, parser_kwargs={"default_env": False, "exit_on_error": False}
-            )
+            ParseOnly(args=args, origin=origin, run=False)
     except _Parsed as parsed:
         cli = parsed.cli
         return cli.parser.dump(cli.config, skip_link_targets=True), cli.config
-    except Exception as error:  # jsonargparse's ArgumentError names the key and the value
-        raise ConfigError(f"{base}: {error}".replace("\n", " ")) from None
-    finally:
-        quiet.setLevel(level)
     raise AssertionError("the parse-only CLI always stops after parsing")
 
 
@@ -234,22 +210,6 @@ def config_digest(config: str) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def short_value(value: Any) -> str:
-    if isinstance(value, dict) and "class_path" in value:
-        text = value["class_path"].rsplit(".", 1)[-1]
-        args = value.get("init_args") or {}
-        text += "".join(f",{k}={short_value(v)}" for k, v in args.items())
-    elif isinstance(value, list | tuple):
-        text = "+".join(short_value(v) for v in value)
-    elif isinstance(value, dict):
-        text = ",".join(f"{k}={short_value(v)}" for k, v in value.items())
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    else:
-        text = str(value)
-    return re.sub(r"[^A-Za-z0-9_.,=+]", "_", text)
 
 
 def describe(settings: dict[str, Any]) -> str:

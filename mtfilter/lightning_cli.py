@@ -1,0 +1,274 @@
+"""`MtfilterCLI`: LightningCLI over `BitMappingModule` and `BitMappingDataModule`, with mtfilter's
+checkpoint, progress, summary and interrupt callbacks always on, every setting checked before
+any work starts, and a closing account of what each command wrote."""
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from mtfilter import parse_errors, threads
+from mtfilter.callbacks import (
+    BestEpochCheckpoint,
+    EpochProgressBar,
+    PredictionWriter,
+    RunSummary,
+    StopOnInterrupt,
+)
+from mtfilter.data import BitMappingDataModule
+from mtfilter.errors import CheckpointMismatchError, ConfigError
+from mtfilter.folders import SUMMARY_FILE, read_json
+from mtfilter.module import DEFAULT_OPTIMIZER, BitMappingModule, check_checkpoint_compatible
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 10000,  # the original experiment's
+    "num_sanity_val_steps": 0,  # fit evaluates every epoch itself (see BitMappingModule)
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        # lightning_logs/<name>/version_N; no placeholder hp_metric (summaries log real ones)
+        "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
+    },
+}
+
+# Checkpoint paths Lightning resolves itself rather than reading a file.
+_SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+
+
+class MtfilterCLI(LightningCLI):
+    """LightningCLI with the data module's sizes, fingerprint and seeds linked into the model.
+
+    Configuration errors raise `ConfigError` with one line naming the key, the value and where
+    it was given (see `parse_errors`; `origin` can say where instead); nothing is written before
+    every check has passed.
+    """
+
+    def __init__(
+        self, args: Any = None, origin: parse_errors.Origin | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        # exit_on_error=False: errors reach `parse_arguments` below as exceptions
+        kwargs.setdefault("parser_kwargs", {"default_env": False, "exit_on_error": False})
+        # The optimizer is the model's `optimizer` argument; no second, top-level way to set it.
+        kwargs.setdefault("auto_configure_optimizers", False)
+        # A new run gets a new log folder anyway; a resumed sweep run continues in its own.
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self._args = list(args) if args is not None else None
+        # where a key was set, for error messages (default: the command line or a config file)
+        self._origin = origin or parse_errors.origin_in(self._args or [])
+        self.exit_status = 0  # 130 when a fit was stopped by Ctrl-C (see mtfilter.cli)
+        super().__init__(BitMappingModule, BitMappingDataModule, args=args, **kwargs)
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Given once, on the data module; the model receives the resolved values.
+        for source, target in [
+            ("data.num_bits", "model.num_bits"),
+            ("data.num_samples", "model.num_samples"),
+            ("data.fingerprint", "model.data_fingerprint"),
+            ("data.seeds", "model.seeds"),
+        ]:
+            parser.link_arguments(source, target, apply_on="instantiate")
+        parser.add_argument(
+            "--float32_matmul_precision",
+            type=Literal["highest", "high", "medium"],
+            default="highest",
+            help="torch.set_float32_matmul_precision: 'high' allows TF32 matmuls on Ampere and "
+            "newer GPUs (about 2x on large widths, ~1e-3 relative error); no effect on CPUs. "
+            "For bf16 autocast use --trainer.precision bf16-mixed.",
+        )
+        parser.add_argument(
+            "--num_threads",
+            type=int | None,
+            default=None,
+            help="CPU threads for training (torch.set_num_threads). Default: chosen from the "
+            "model's size, one thread for small models, where more threads only wait on each "
+            "other (docs/benchmarks.md). No effect on GPU runs.",
+        )
+        parser.add_lightning_class_args(BestEpochCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(EpochProgressBar, "progress")
+        parser.add_lightning_class_args(RunSummary, "summary")
+        parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER})
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            raise ConfigError(self._explain(parser, str(error))) from None
+
+    def _explain(self, parser: LightningArgumentParser, message: str) -> str:
+        args = self._args or []
+        subcommand = next((a for a in args if not a.startswith("-")), None)
+        subparsers = getattr(parser, "_subcommands_action", None)
+        target = subparsers._name_parser_map.get(subcommand) if subparsers else None
+        valid = (target or parser).get_defaults().keys()
+        return parse_errors.explain(message, valid, self._origin)
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self._subconfig()
+        if config.num_threads is not None and config.num_threads < 1:
+            raise ConfigError(f"num_threads must be at least 1, got {config.num_threads}")
+        _check_accelerator(config.trainer.accelerator, config.trainer.devices)
+        torch.set_float32_matmul_precision(config.float32_matmul_precision)
+        logger = config.trainer.logger
+        if self.subcommand != "fit" and _is_default_logger(logger):
+            # validate/test/predict get their own folders, apart from the numbered fit runs
+            logger.init_args.name = self.subcommand
+
+    @override
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except MisconfigurationException as error:  # Lightning's own checks of the trainer
+            raise ConfigError(f"trainer: {error}") from None
+
+    @override
+    def after_instantiate_classes(self) -> None:
+        if not isinstance(self.trainer.accelerator, CPUAccelerator):
+            return
+        config = self._subconfig()
+        work = threads.multiply_adds_per_step(self.model.net, self.datamodule.batch_size)
+        chosen = config.num_threads or threads.choose(work, torch.get_num_threads())
+        torch.set_num_threads(chosen)
+        how = "set" if config.num_threads else f"auto: ~{work:.1e} multiply-adds per step"
+        if self.subcommand == "fit":
+            rank_zero_info(f"CPU threads: {chosen} ({how}; --num_threads to override)")
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Each callback costs ~30 us an epoch in hook calls at small widths: only what is used.
+        trainer.callbacks.append(
+            PredictionWriter() if self.subcommand == "predict" else StopOnInterrupt()
+        )
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would replace the configured model with the checkpoint's hyperparameters,
+        # silently ignoring what the user set. Here the configuration stays authoritative and a
+        # checkpoint that disagrees with it is refused, naming the difference (see below).
+        return
+
+    def _subconfig(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config  # run=False
+
+    def _check_ckpt_path(self) -> None:
+        path = self._subconfig().get("ckpt_path")
+        if path is None or path in _SPECIAL_CKPT_PATHS:
+            return
+        if not os.path.isfile(path):
+            raise ConfigError(f"--ckpt_path {path}: no such file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as error:  # any unpickling failure means the same to the user
+            raise CheckpointMismatchError(
+                f"--ckpt_path {path}: not a readable checkpoint ({error})"
+            ) from None
+        check_checkpoint_compatible(
+            checkpoint, {**self.model.hparams, "data_fingerprint": self.datamodule.fingerprint}
+        )
+
+    # Checked before the trainer creates a log folder or touches anything.
+    def before_fit(self) -> None:
+        self.datamodule.check_batch_size(self.trainer.world_size)
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_path()
+
+    # What each command wrote, printed last.
+    def after_fit(self) -> None:
+        folder = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if not self.trainer.is_global_zero or folder is None:
+            return
+        summary = read_json(Path(folder) / SUMMARY_FILE) or {}
+        if summary.get("status") == "stopped":  # by Ctrl-C, cleanly: resumable
+            self.exit_status = 130
+        print(fit_report(Path(folder), summary, self.model.seeds), flush=True)
+
+    def after_validate(self) -> None:
+        self._print_metrics_folder("validate")
+
+    def after_test(self) -> None:
+        self._print_metrics_folder("test")
+
+    def after_predict(self) -> None:
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
+        if self.trainer.is_global_zero and writer.path is not None:
+            print(f"predict: wrote {writer.path}", flush=True)
+
+    def _print_metrics_folder(self, command: str) -> None:
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            print(f"{command}: metrics logged to {self.trainer.log_dir} (TensorBoard)", flush=True)
+
+
+def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int]) -> str:
+    """The lines a fit ends with: its status, best loss, and where each output is."""
+    status = summary.get("status", "unknown")
+    lines = [f"fit {status}: {folder}"]
+    replicas = [folder] if len(seeds) == 1 else [folder / f"seed_{s}" for s in seeds]
+    for replica in replicas:
+        one = read_json(replica / SUMMARY_FILE) or {}
+        val = one.get("val") or {}
+        if val.get("loss_best") is not None:
+            seed = f"seed {one.get('seed')}: " if len(seeds) > 1 else ""
+            lines.append(
+                f"  {seed}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
+                f"of {one.get('epochs')}"
+            )
+    lines += [
+        f"  {folder / SUMMARY_FILE}" + ("  (one per seed in seed_<s>/)" if len(seeds) > 1 else ""),
+        f"  {folder / 'checkpoints' / 'best.ckpt'}  (weights of the best epoch)",
+        f"  {folder / 'checkpoints' / 'last.ckpt'}  (everything to resume)",
+        f"  tensorboard --logdir {folder}",
+    ]
+    if status == "stopped":
+        lines.append(
+            f"  resume: mtfilter fit --config {folder / 'config.yaml'} "
+            f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
+        )
+    return "\n".join(lines)
+
+
+def _check_accelerator(accelerator: Any, devices: Any) -> None:
+    """A GPU asked for where there is none: one line instead of Lightning's traceback."""
+    if not isinstance(accelerator, str) or accelerator not in ("gpu", "cuda"):
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
+            f"(torch {torch.__version__}, {build}); use --trainer.accelerator cpu or auto"
+        )
+    if isinstance(devices, int) and devices > available:
+        raise ConfigError(
+            f"trainer.devices={devices}: only {available} CUDA GPU(s) are visible on this machine"
+        )
+
+
+def _is_default_logger(logger: Any) -> bool:
+    try:
+        return logger.class_path.endswith("TensorBoardLogger") and logger.init_args.name == ""
+    except AttributeError:
+        return False
+
+
+# Lightning's one-time notice of its seed, printed before any check has run: the seed is in
+# the run's config and summary.
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

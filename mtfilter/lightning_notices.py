@@ -1,0 +1,26 @@
+"""Lightning notices that say nothing to an mtfilter user, silenced wherever mtfilter's module is
+used (the CLI and library code alike). Each is narrow: one message, not a category."""
+
+import logging
+import warnings
+
+# Fit hands Lightning one batch per epoch and logs per epoch itself, so Lightning's advice about
+# `log_every_n_steps` does not apply; the pytree deprecation is inside Lightning's own code.
+warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "Tip: try installing ..." suggestions of its cloud products."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in str(record.msg)
+
+
+# Lightning's rank-zero messages go through one of these loggers, whichever was imported last.
+for _name in (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+):
+    logging.getLogger(_name).addFilter(_NoAdvertisements())

@@ -1,0 +1,108 @@
+"""Every user mistake is one short message: the bad key or value, where it was given, the
+nearest valid key, where to look next; exit status 2, no traceback, nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mtfilter.cli import main
+from tests.conftest import CONFIGS, TINY
+
+MAX_LINES = 3  # the error, and where to read more
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def bad_files(folder: Path) -> None:
+    (folder / "typo.yaml").write_text("model:\n  hiden_dim: 8\n")
+    (folder / "broken.yaml").write_text("model:\n  hidden_dim: 8\n layout: mt\n")
+    sweep = {"base": str(TINY), "folder": str(folder / "sweep"), "grid": {"model.hiden_dim": [8]}}
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+
+
+FIT = ["fit", "--config", str(TINY)]
+CASES = {
+    # id: (arguments, words the message must hold)
+    "unknown-key": (
+        [*FIT, "--model.hiden_dim", "8"],
+        ["unknown key model.hiden_dim", "command line", "did you mean model.hidden_dim"],
+    ),
+    "wrong-type": ([*FIT, "--model.hidden_dim", "abc"], ["model.hidden_dim", "integer", "'abc'"]),
+    "missing-config": (["fit", "--config", "nope.yaml"], ["nope.yaml", "does not exist"]),
+    "layout-typo": ([*FIT, "--model.layout", "mtt"], ["'mtt'", "mt, st, split", "mean mt?"]),
+    "yaml-syntax": (["fit", "--config", "broken.yaml"], ["broken.yaml", "line 3", "YAML"]),
+    "key-typo-in-file": (
+        [*FIT, "--config", "typo.yaml"],
+        ["model.hiden_dim", "in typo.yaml", "did you mean model.hidden_dim"],
+    ),
+    "optimizer-class-typo": (
+        [*FIT, "--model.optimizer.class_path", "torch.optim.Adamm"],
+        ["model.optimizer", "'Adamm'", "did you mean torch.optim.Adam?"],
+    ),
+    "scalarizer-without-shape": (
+        [*FIT, "--model.scalarizer.class_path", "torchjd.scalarization.UW"],
+        ["model.scalarizer", "UW needs shape", "--model.scalarizer.init_args.shape"],
+    ),
+    "zero-width": ([*FIT, "--model.hidden_dim", "0"], ["model.hidden_dim", "at least 1"]),
+    "not-a-bool": ([*FIT, "--model.batch_norm", "maybe"], ["model.batch_norm", "true or false"]),
+    "p-one": ([*FIT, "--model.loss_dropout", "1.0"], ["model.loss_dropout", "[0, 1)"]),
+    "batch-larger-than-data": ([*FIT, "--data.batch_size", "64"], ["batch_size=64", "16 samples"]),
+    "too-many-samples": ([*FIT, "--data.num_samples", "17"], ["num_samples=17"]),
+    "missing-checkpoint": ([*FIT, "--ckpt_path", "gone.ckpt"], ["--ckpt_path gone.ckpt"]),
+    "unknown-command": (["fitt", "--config", str(TINY)], ["unknown command 'fitt'", "mean fit?"]),
+    "sweep-grid-typo": (
+        ["sweep", "--config", "sweep.yaml"],
+        ["sweep.yaml", "model.hiden_dim", "sweep's grid", "did you mean model.hidden_dim"],
+    ),
+    "report-not-a-sweep": (["report", "."], ["not a sweep folder"]),
+}
+if not torch.cuda.is_available():
+    CASES["gpu-without-gpu"] = (
+        [*FIT, "--trainer.accelerator", "gpu"],
+        ["trainer.accelerator=gpu", "no CUDA GPU", "--trainer.accelerator cpu"],
+    )
+
+
+@pytest.mark.parametrize(("args", "words"), list(CASES.values()), ids=list(CASES))
+def test_a_user_mistake_is_one_short_message_and_nothing_is_written(args, words, run_dir, capsys):
+    bad_files(run_dir)
+    before = sorted(p.name for p in run_dir.iterdir())
+    status, out, err = run_main(args, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= MAX_LINES, err
+    assert lines[0].startswith("mtfilter: error: ")
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "see `mtfilter" in err and "Traceback" not in err and "usage:" not in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # no lightning_logs, no sweep
+
+
+def test_help_lists_every_command_with_a_line_each(capsys):
+    status, out, _ = run_main(["--help"], capsys)
+    assert status == 0
+    for command in ("fit", "validate", "test", "predict", "sweep", "report"):
+        assert any(line.split()[:1] == [command] for line in out.splitlines()), command
+
+
+def test_the_console_script_prints_no_traceback(run_dir):
+    """The real entry point, in its own process: a GPU asked for on a CPU machine, say."""
+    bad_files(run_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "mtfilter.cli", "fit", "--config", str(CONFIGS / "tiny.yaml"),
+         "--config", "typo.yaml"],
+        capture_output=True, text=True, cwd=run_dir, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= MAX_LINES, result.stderr
+    assert not (run_dir / "lightning_logs").exists()
