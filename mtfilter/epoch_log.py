@@ -100,11 +100,17 @@ class EpochLog:
             "values": torch.from_numpy(self._values.copy()),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the history of a resumed run; it is published again to the new run's loggers."""
+    def load_state_dict(self, state: dict[str, Any], published: bool = False) -> None:
+        """Restore the history of a resumed run. It is published again to the new run's loggers,
+        unless `published` (they show it already)."""
         if list(state["keys"]) != self.keys:
             raise ValueError("the checkpoint's metric history has different keys")
         self._epochs = state["epochs"].numpy().astype(np.int64)
         self._values = state["values"].numpy().astype(np.float64)
-        self._unpublished = len(self._epochs)
+        self._unpublished = 0 if published else len(self._epochs)
         self._pending_epochs = []
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch on the host, 0 before any."""
+        return int(self._epochs[-1]) if len(self._epochs) else 0

@@ -1,6 +1,7 @@
 """The LightningModule: per-bit losses, Cost-Out loss dropout, optimisation, bit accuracies and
 the per-epoch record of every figure."""
 
+import os
 import time
 from typing import Any, Literal, NamedTuple
 
@@ -18,6 +19,7 @@ from torchjd.aggregation import Aggregator
 from torchjd.scalarization import Scalarizer
 from typing_extensions import override
 
+import mtfilter.lightning_notices  # noqa: F401 (silences notices that do not apply)
 from mtfilter import counter_rng, multitask, tensorboard
 from mtfilter.data import Batch, Epoch
 from mtfilter.epoch_log import EpochLog
@@ -242,6 +244,7 @@ class BitMappingModule(L.LightningModule):
         self._last_publish = 0.0
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
+        self._purge_from: int | None = None  # epoch from which earlier event files are stale
 
     @override
     def __setattr__(self, name: str, value: Any) -> None:
@@ -426,6 +429,10 @@ class BitMappingModule(L.LightningModule):
         self._last_publish = time.monotonic()
         self.epoch_log.pull()
         epochs, values = self.epoch_log.take_unpublished()  # (E,), (E, R, K)
+        if self._purge_from is not None and self.trainer.is_global_zero:
+            for writer in self._all_tensorboard_writers():
+                tensorboard.purge_from(writer, self._purge_from)
+            self._purge_from = None
         if len(epochs) > 0:
             if self.trainer.is_global_zero:
                 self._write_rows(self.epoch_log.keys, epochs, values)
@@ -466,6 +473,14 @@ class BitMappingModule(L.LightningModule):
                 for epoch, row in zip(epochs.tolist(), values, strict=True):
                     logger.log_metrics(_replica_metrics(keys, row, self.seeds), step=epoch)
 
+    def _all_tensorboard_writers(self) -> list[SummaryWriter]:
+        return [
+            writer
+            for logger in self.loggers
+            if isinstance(logger, TensorBoardLogger)
+            for writer in self.tensorboard_writers(logger)
+        ]
+
     def tensorboard_writers(self, logger: TensorBoardLogger) -> list[SummaryWriter]:
         """One writer per replica: the run's own for a single replica, else `seed_<s>/` folders
         so TensorBoard shows each replica as its own run with the same tags."""
@@ -493,7 +508,8 @@ class BitMappingModule(L.LightningModule):
         counts = self.parameter_counts()
         replicas = f" x {len(self.seeds)} replicas" if len(self.seeds) > 1 else ""
         rank_zero_info(
-            f"{self.hparams.layout} model, {self.num_bits} bits: {counts['total']:,} parameters"
+            f"{self.hparams.layout} model, {self.num_bits} bits, seed{'s' if replicas else ''} "
+            f"{', '.join(map(str, self.seeds))}: {counts['total']:,} parameters"
             f"{replicas} ({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
             f"{counts['task_specific']:,} task-specific"
             + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
@@ -589,15 +605,30 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["mtfilter"] = {"epoch_log": self.epoch_log.state_dict()}
+        checkpoint["mtfilter"] = {
+            "epoch_log": self.epoch_log.state_dict(),
+            "log_dir": self._log_dir(),  # where that history was published
+        }
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_compatible(checkpoint, self.hparams)
-        state = checkpoint.get("mtfilter", {}).get("epoch_log")
+        saved = checkpoint.get("mtfilter", {})
+        state = saved.get("epoch_log")
         trainer = self._trainer  # None when loaded outside a Trainer
-        if state is not None and trainer is not None and trainer.state.fn == "fit":
-            self.epoch_log.load_state_dict(state)
+        if state is None or trainer is None or trainer.state.fn != "fit":
+            return
+        # Resumed in the folder that already shows this history (a sweep's run, say): publish
+        # only what comes next, and hide what the stopped process wrote after the checkpoint.
+        # In a new folder, the whole curve is published again.
+        here = saved.get("log_dir") is not None and saved.get("log_dir") == self._log_dir()
+        self.epoch_log.load_state_dict(state, published=here)
+        if here and self.epoch_log.num_epochs:
+            self._purge_from = int(self.epoch_log.last_epoch) + 1
+
+    def _log_dir(self) -> str | None:
+        folder = self.trainer.log_dir  # a collective under DDP: every rank asks
+        return None if folder is None else os.path.abspath(folder)
 
 
 def _replica_metrics(keys: list[str], row: np.ndarray, seeds: list[int]) -> dict[str, float]:

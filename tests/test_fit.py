@@ -1,13 +1,17 @@
 """End-to-end fits of the tiny config through the CLI, and what they leave behind."""
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mtfilter import BitMappingModule
-from tests.conftest import cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+from mtfilter.cli import main
+from tests.conftest import TINY, cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 
 @pytest.fixture
@@ -122,6 +126,24 @@ def test_resuming_from_last_checkpoint_continues_exactly(run_dir):
     assert [s for s, _ in read_scalars(log_dir(resumed))["val/loss"]] == list(range(1, 21))
 
 
+def test_resuming_in_its_own_folder_shows_each_epoch_once(run_dir):
+    """As a sweep resumes a run: the same folder, from a checkpoint older than the last epochs
+    the stopped process logged (epochs 9-12 here), which are hidden, not shown twice."""
+    here = ["--trainer.logger.init_args.save_dir", "run", "--trainer.logger.init_args.name", "",
+            "--trainer.logger.init_args.version", ""]  # fmt: skip
+    folder = run_dir / "run"
+    tiny_fit(*here, "--trainer.max_epochs", "8")
+    shutil.copy(folder / "checkpoints/last.ckpt", run_dir / "epoch8.ckpt")
+    tiny_fit(
+        *here, "--trainer.max_epochs", "12", "--ckpt_path", str(folder / "checkpoints/last.ckpt")
+    )
+    tiny_fit(*here, "--trainer.max_epochs", "20", "--ckpt_path", str(run_dir / "epoch8.ckpt"))
+    straight = read_scalars(log_dir(tiny_fit("--trainer.max_epochs", "20")))["val/loss"]
+    shown = read_scalars(folder)["val/loss"]
+    assert [epoch for epoch, _ in shown] == list(range(1, 21))
+    assert [value for _, value in shown] == pytest.approx([value for _, value in straight])
+
+
 def test_checkpoint_writes_are_bounded_however_often_the_loss_improves(run_dir):
     run = tiny_fit("--trainer.max_epochs", "150")
     callback = run.trainer.checkpoint_callback
@@ -188,28 +210,46 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(run_dir):
     assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["epoch"] <= 21
 
 
-def test_first_interrupt_finishes_the_epoch_and_ends_cleanly(run_dir):
-    import os
-    import signal
-
-    import lightning as L
-
-    class InterruptAtEpoch5(L.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.current_epoch == 5:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    from mtfilter.cli import TRAINER_DEFAULTS, MtfilterCLI
-    from tests.conftest import TINY
-
-    run = MtfilterCLI(
-        args=["fit", "--config", str(TINY), "--trainer.enable_model_summary", "false"],
-        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [InterruptAtEpoch5()]},
-    )
-    summary = read_summary(log_dir(run))
+def test_first_interrupt_finishes_the_epoch_and_ends_cleanly(run_dir, capsys):
+    ctrl_c = {"class_path": "tests.signal_callbacks.CtrlCAtEpoch", "init_args": {"epoch": 5}}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(TINY), "--trainer.enable_model_summary", "false",
+              "--trainer.callbacks", json.dumps([ctrl_c])])  # fmt: skip
+    assert exit_info.value.code == 130  # interrupted, as a sweep's Ctrl-C
+    folder = run_dir / "lightning_logs" / "version_0"
+    summary = read_summary(folder)
     assert summary["status"] == "stopped" and summary["epochs"] == 6
-    last = torch.load(log_dir(run) / "checkpoints/last.ckpt", weights_only=True)
+    last = torch.load(folder / "checkpoints/last.ckpt", weights_only=True)
     assert last["mtfilter"]["epoch_log"]["epochs"].tolist() == [1, 2, 3, 4, 5, 6]
+    printed = capsys.readouterr().out  # what it wrote, and how to go on
+    assert f"fit stopped: {Path('lightning_logs/version_0')}" in printed
+    assert f"resume: mtfilter fit --config {folder.relative_to(run_dir) / 'config.yaml'}" in printed
+
+
+def test_a_ctrl_c_in_the_last_epoch_still_completes(run_dir):
+    ctrl_c = {"class_path": "tests.signal_callbacks.CtrlCAtEpoch", "init_args": {"epoch": 49}}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(TINY), "--trainer.callbacks", json.dumps([ctrl_c])])
+    assert exit_info.value.code == 0
+    assert read_summary(run_dir / "lightning_logs" / "version_0")["status"] == "completed"
+
+
+def test_a_fit_says_what_it_wrote(run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(TINY), "--trainer.max_epochs", "3"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    folder = Path("lightning_logs/version_0")
+    for line in (
+        f"fit completed: {folder}",
+        "best val/loss",
+        str(folder / "summary.json"),
+        str(folder / "checkpoints" / "best.ckpt"),
+        f"tensorboard --logdir {folder}",
+    ):
+        assert line in printed, line  # fmt: skip
+    for written in ("summary.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (run_dir / folder / written).is_file()
 
 
 def test_predict_writes_probabilities(tiny_run):

@@ -5,17 +5,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mtfilter import ConfigError
-from mtfilter.cli import cli_main, sweep_main
+from mtfilter.cli import cli_main
 from mtfilter.sweep import plan
 from mtfilter.sweep._plan import expand_grid, run_name
-from tests.conftest import TINY
+from mtfilter.sweep._state import RunLock, is_locked
+from mtfilter.sweep_cli import sweep_or_report as sweep_main
+from tests.conftest import REPO, TINY, read_scalars
 
 
 def write_sweep(folder: Path, grid: dict, **extra) -> Path:
@@ -187,9 +188,8 @@ def test_bad_sweep_input_stops_before_anything_is_written(tmp_path, monkeypatch,
     with pytest.raises(ConfigError, match="non-empty list"):
         sweep_main(["sweep", "--config", str(write_sweep(tmp_path, {"model.hidden_dim": []}))])
     missing = write_sweep(tmp_path, {"model.hidden_dim": [4]}, base=str(tmp_path / "gone.yaml"))
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="gone.yaml"):
         sweep_main(["sweep", "--config", str(missing)])
-    assert "gone.yaml" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
 
 
@@ -213,28 +213,153 @@ def test_submitit_local_mode_runs_the_sweep(tmp_path, monkeypatch):
     assert list((tmp_path / "sweep" / "submitit").iterdir())  # submitit's own job files
 
 
+def callback(name: str, **init_args: object) -> dict:
+    """A callback of tests.signal_callbacks.py as a fit setting."""
+    return {"class_path": f"tests.signal_callbacks.{name}", "init_args": init_args}
+
+
+def sweep_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
+
+
+# The sweep and its fits import tests.signal_callbacks
+SWEEP_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_sweep(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(sweep_command(config), cwd=config.parent, env=SWEEP_ENV,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def epochs_logged(folder: Path) -> list[int]:
+    return [step for step, _ in read_scalars(folder)["val/loss"]]
+
+
 @pytest.mark.slow
 def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path):
-    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 5, 6, 7], "model.layout": ["mt"]},
-                         settings={"trainer.max_epochs": 1500})  # fmt: skip
-    command = [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:  # wait for the first finished run
-        if " completed " in line:
+    stop = callback("CtrlCTheSweep", flag=str(tmp_path / "interrupted"), at_epoch=3)
+    config = write_sweep(
+        tmp_path,
+        {"model.hidden_dim": [4, 8]},
+        workers=1,
+        settings={"trainer.max_epochs": 30, "trainer.callbacks": [stop]},
+    )
+    first = run_sweep(config)
+    assert first.returncode == 130, first.stderr[-2000:]
+    folder = tmp_path / "sweep"
+    found = states(folder)
+    # largest first, one at a time: hidden 8 was running and stopped cleanly, 4 never started
+    assert found["hidden_dim=8"]["status"] == "stopped"
+    assert found["hidden_dim=4"]["status"] == "pending"
+    assert json.loads((folder / "hidden_dim=8" / "summary.json").read_text())["epochs"] in (3, 4)
+    second = run_sweep(config)
+    assert second.returncode == 0, second.stderr[-2000:]
+    found = states(folder)
+    assert {s["status"] for s in found.values()} == {"completed"}
+    assert {name: s["attempts"] for name, s in found.items()} == {
+        "hidden_dim=8": 2,  # continued from its last.ckpt
+        "hidden_dim=4": 1,
+    }
+    assert epochs_logged(folder / "hidden_dim=8") == list(range(1, 31))  # each epoch once
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_that_lands_after_a_fit_finished_leaves_it_completed(tmp_path):
+    late = callback("CtrlCTheSweepAfterFinishing", flag=str(tmp_path / "interrupted"))
+    config = write_sweep(
+        tmp_path,
+        {"model.hidden_dim": [4, 8]},
+        workers=1,
+        settings={"trainer.max_epochs": 5, "trainer.callbacks": [late]},
+    )
+    first = run_sweep(config)
+    assert first.returncode == 130, first.stderr[-2000:]
+    folder = tmp_path / "sweep"
+    finished = states(folder)["hidden_dim=8"]
+    assert finished["history"][-1]["exit_code"] == -signal.SIGINT  # its process died of it...
+    assert finished["status"] == "completed" and finished["error"] is None  # ...after finishing
+    second = run_sweep(config)
+    assert second.returncode == 0, second.stderr[-2000:]
+    found = states(folder)
+    assert {name: (s["status"], s["attempts"]) for name, s in found.items()} == {
+        "hidden_dim=8": ("completed", 1),  # not run again
+        "hidden_dim=4": ("completed", 1),
+    }
+    assert "(2 completed)" in (folder / "results.md").read_text()
+
+
+def test_a_run_state_that_contradicts_the_fits_summary_is_mended(tmp_path, monkeypatch):
+    """The state an interrupted sweep used to leave: the fit completed, run.json says stopped
+    with the fit's console output as its error."""
+    monkeypatch.chdir(tmp_path)
+    config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8]})
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    run_file = tmp_path / "sweep" / "hidden_dim=8" / "run.json"
+    stuck = json.loads(run_file.read_text())
+    stuck.update(status="stopped", error="  | Name | Type   | Params | Mode  | FLOPs")
+    run_file.write_text(json.dumps(stuck))
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    mended = json.loads(run_file.read_text())
+    assert mended["status"] == "completed" and mended["error"] is None
+    assert mended["attempts"] == 1  # the summary says it finished: not run again
+    assert "(2 completed)" in (tmp_path / "sweep" / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_hard_then_run_again_never_writes_a_run_twice(tmp_path):
+    release = tmp_path / "release"
+    kill = callback("KillTheSweep", flag=str(tmp_path / "killed"), release=str(release),
+                    at_epoch=3)  # fmt: skip
+    config = write_sweep(
+        tmp_path,
+        {"model.hidden_dim": [4, 8]},
+        workers=1,
+        settings={"trainer.max_epochs": 20, "trainer.callbacks": [kill]},
+    )
+    first = run_sweep(config)
+    assert first.returncode == -signal.SIGKILL
+    folder = tmp_path / "sweep"
+    assert states(folder)["hidden_dim=8"]["status"] == "running"  # its fit lives on, an orphan
+    second = subprocess.Popen(
+        sweep_command(config),
+        cwd=tmp_path,
+        env=SWEEP_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    printed = []
+    for line in second.stdout:  # the second sweep sees the orphan's lock and waits
+        printed.append(line)
+        if line.startswith("waiting: hidden_dim=8"):
             break
-    time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
-    first = states(tmp_path / "sweep")
-    done = {name for name, s in first.items() if s["status"] == "completed"}
-    assert 0 < len(done) < 4
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
-    second = states(tmp_path / "sweep")
-    assert {s["status"] for s in second.values()} == {"completed"}
-    for name in done:  # finished runs were not touched again
-        assert second[name]["attempts"] == 1
-    assert os.path.getsize(tmp_path / "sweep" / "results.csv") > 0
+    release.touch()  # the orphan goes on and finishes; then the second sweep takes over
+    printed.append(second.communicate(timeout=600)[0])
+    assert second.returncode == 0, "".join(printed)[-3000:]
+    assert any(line.startswith("waiting: hidden_dim=8") for line in printed)
+    found = states(folder)
+    assert {name: (s["status"], s["attempts"]) for name, s in found.items()} == {
+        "hidden_dim=8": ("completed", 1),  # trained once, by the orphan alone
+        "hidden_dim=4": ("completed", 1),
+    }
+    assert epochs_logged(folder / "hidden_dim=8") == list(range(1, 21))
+
+
+def test_a_run_folder_lock_is_held_by_one_live_process_and_freed_when_it_ends(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from mtfilter.sweep._state import RunLock; lock = RunLock(Path(sys.argv[1])); "
+         "print(lock.acquire(), flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, env=SWEEP_ENV,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "True"
+    assert is_locked(tmp_path) and not RunLock(tmp_path).acquire()
+    assert RunLock(tmp_path).owner() == holder.pid
+    holder.kill()
+    holder.wait()
+    mine = RunLock(tmp_path)
+    assert not is_locked(tmp_path) and mine.acquire()  # a dead holder's lock is taken over
+    mine.release()
 
 
 def test_methods_as_an_axis_are_built_and_checked_before_anything_starts():

@@ -1,6 +1,5 @@
 """The run summary: `summary.json` and TensorBoard's HPARAMS tab when fit ends."""
 
-import json
 import os
 import time
 from typing import Any
@@ -13,7 +12,8 @@ from typing_extensions import override
 
 from mtfilter import tensorboard
 from mtfilter.callbacks._checkpoint import BestEpochCheckpoint
-from mtfilter.errors import NonFiniteLossError
+from mtfilter.errors import NonFiniteLossError, RunAborted
+from mtfilter.folders import write_json
 from mtfilter.module import BitMappingModule
 
 
@@ -60,7 +60,9 @@ class RunSummary(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, BitMappingModule)
         pl_module.publish_epoch_log()
-        status = "stopped" if trainer.should_stop else "completed"
+        # `should_stop` also comes from a Ctrl-C during the last epoch: then it did complete
+        reached_end = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs
+        status = "stopped" if trainer.should_stop and not reached_end else "completed"
         self._write(trainer, pl_module, status, None)
 
     @override
@@ -77,7 +79,8 @@ class RunSummary(Callback):
     ) -> None:
         assert isinstance(pl_module, BitMappingModule)
         pl_module.publish_epoch_log(check_finite=False)
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        aborted = isinstance(exception, KeyboardInterrupt | RunAborted)
+        status = "interrupted" if aborted else "failed"
         if isinstance(exception, NonFiniteLossError):
             status = "diverged"
         self._write(trainer, pl_module, status, f"{type(exception).__name__}: {exception}")
@@ -97,16 +100,18 @@ class RunSummary(Callback):
         writers = _hparams_writers(trainer, module)
         for summary, writer in zip(summaries, writers, strict=True):
             if writer is not None and summary["epochs"] > 0:
-                tensorboard.write_hparams(writer, _flat_hparams(summary), _headline(summary))
+                tensorboard.write_hparams(
+                    writer, _flat_hparams(summary), _headline(summary), summary["epochs"]
+                )
         if len(summaries) == 1:
-            _write_json(os.path.join(folder, self.filename), summaries[0])
+            write_json(os.path.join(folder, self.filename), summaries[0])
             return
         paths = []
         for seed, summary in zip(module.seeds, summaries, strict=True):
             path = os.path.join(folder, f"seed_{seed}", self.filename)
-            _write_json(path, summary)
+            write_json(path, summary)
             paths.append(os.path.relpath(path, folder))
-        _write_json(
+        write_json(
             os.path.join(folder, self.filename),
             {"status": status, "error": error, "seeds": module.seeds, "replicas": paths},
         )
@@ -241,11 +246,3 @@ def _hparams_writers(trainer: L.Trainer, module: BitMappingModule) -> list[Any]:
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def _write_json(path: str, content: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)  # never leave a half-written summary

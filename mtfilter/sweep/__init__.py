@@ -11,9 +11,10 @@ from jsonargparse import Namespace
 from jsonargparse.typing import Path_fr
 
 from mtfilter.errors import ConfigError
+from mtfilter.folders import Grid
+from mtfilter.parse_errors import check_config_file
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
-    Grid,
     Run,
     check_and_measure,
     describe,
@@ -24,7 +25,7 @@ from mtfilter.sweep._plan import (
     should_stack,
     split_seeds,
 )
-from mtfilter.sweep._state import FINISHED, RunState, prepare
+from mtfilter.sweep._state import FAILED, FINISHED, RunState, prepare, reconcile
 from mtfilter.sweep._submitit import SubmititOptions, run_with_submitit
 
 __all__ = ["SubmititOptions", "plan", "sweep"]
@@ -99,21 +100,27 @@ def sweep(
         print(f"[{finished[0]}/{total} done, {elapsed}] {state.status:9s} {state.name} "
               f"({seconds:.1f} s){note}", flush=True)  # fmt: skip
 
+    def on_wait(run_folder: Path, pid: int | None) -> None:
+        owner = f" (pid {pid})" if pid else ""
+        print(f"waiting: {run_folder.name} is still being written by another process{owner}, "
+              "a fit of an earlier sweep; it is not started twice", flush=True)  # fmt: skip
+
     completed = True
     if todo and executor == "local":
         count = workers or default_workers(runs_per_gpu)
         print(f"running locally, {count} at a time, largest first", flush=True)
-        completed = run_locally(todo, count, runs_per_gpu, on_done)
+        completed = run_locally(todo, count, runs_per_gpu, on_done, on_wait)
     elif todo:
         completed = run_with_submitit(todo, folder_path, submitit or SubmititOptions(), on_done)
 
     from mtfilter.report import report  # matplotlib is imported only when reporting
 
-    report(folder_path)
-    states = [RunState.load(folder_path / run.name) for run in runs]
-    failed = [s for s in states if s.status not in (FINISHED, "pending", "stopped")]
+    written = report(folder_path)
+    # the tally comes from the runs' own summaries, not from what this process saw
+    states = [reconcile(folder_path / run.name) for run in runs]
+    failed = [s for s in states if s.status in FAILED]
     unfinished = [s for s in states if s.status != FINISHED]
-    print(f"report: {folder_path / 'results.md'}", flush=True)
+    print("report: " + ", ".join(str(path) for path in written), flush=True)
     if not completed:
         print(f"interrupted: {len(unfinished)} runs unfinished; run the same command to go on",
               file=sys.stderr)  # fmt: skip
@@ -121,6 +128,13 @@ def sweep(
     if failed:
         print(f"{len(failed)} of {total} runs failed: " + ", ".join(s.name for s in failed),
               file=sys.stderr)  # fmt: skip
+        return 1
+    if unfinished:  # stopped by a Ctrl-C of an earlier sweep's fit, say: not failed, not done
+        print(
+            f"{len(unfinished)} of {total} runs did not finish: "
+            + ", ".join(f"{s.name} ({s.status})" for s in unfinished),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -130,8 +144,9 @@ def plan(
     stack_seeds: bool | str = "auto", device: str = "cpu",
 ) -> list[Run]:  # fmt: skip
     """The sweep's runs, each resolved into its fit config and checked, without running any."""
-    if not base.is_file():
-        raise ConfigError(f"base config {base} does not exist")
+    problem = check_config_file(str(base))
+    if problem:
+        raise ConfigError(f"base: {problem}")
     runs: list[Run] = []
     for run in plan_runs(grid, stack_seeds, device):
         _resolve_run(base, run, settings)
@@ -146,7 +161,7 @@ def plan(
 
 def _resolve_run(base: Path, run: Run, settings: dict[str, Any]) -> None:
     run.settings = run_settings(run, settings)
-    run.config, parsed = resolve(base, run.settings)
+    run.config, parsed = resolve(base, run.settings, grid=list(run.values))
     try:
         run.parameters, run.table_parameters = check_and_measure(parsed)
     except ConfigError as error:

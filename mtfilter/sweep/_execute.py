@@ -1,5 +1,10 @@
 """Running one sweep run: `mtfilter fit` in a child process, so a run that crashes, runs out of
-memory or diverges cannot take the sweep down, with its outcome recorded in `run.json`."""
+memory or diverges cannot take the sweep down, with its outcome recorded in `run.json`.
+
+The run folder's lock (see `RunLock`) is taken before the fit starts and handed to the fit's
+process, so at most one live process ever writes a run folder: a run still held by a fit that
+outlived a killed sweep is waited for, never started twice.
+"""
 
 import os
 import shlex
@@ -10,7 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mtfilter.sweep._state import FINISHED, FIT_CONFIG, LOG_FILE, RunState, read_summary
+from mtfilter.folders import FIT_CONFIG, LOG_FILE, SUMMARY_FILE
+from mtfilter.sweep._state import FINISHED, RunLock, RunState, read_summary, reconcile
+
+# Seconds between checks of a run folder locked by another process.
+LOCK_POLL_S = 1.0
 
 
 def fit_command(folder: Path) -> list[str]:
@@ -32,8 +41,39 @@ def execute(
     folder: Path,
     env: dict[str, str] | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    on_wait: Callable[[Path, int | None], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunState | None:
+    """Run the fit of `folder` to its end and record how it went.
+
+    If another live process holds the folder (a fit left running by a sweep that was killed),
+    wait for it (`on_wait` is told once) and run only if it did not complete. Returns None when
+    `should_stop` turns true while waiting.
+    """
+    lock = RunLock(folder)
+    if not lock.acquire():
+        if on_wait is not None:
+            on_wait(folder, lock.owner())
+        while not lock.acquire():
+            if should_stop():
+                return None
+            time.sleep(LOCK_POLL_S)
+        state = reconcile(folder)
+        if state.status == FINISHED:
+            lock.release()
+            return state
+    try:
+        return _run_locked(folder, lock, env, on_start)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    folder: Path,
+    lock: RunLock,
+    env: dict[str, str] | None,
+    on_start: Callable[[subprocess.Popen], None] | None,
 ) -> RunState:
-    """Run the fit of `folder` to its end and record how it went."""
     state = RunState.load(folder)
     state.status, state.error = "running", None
     state.attempts += 1
@@ -43,6 +83,7 @@ def execute(
     with open(folder / LOG_FILE, "a") as log:
         log.write(f"\n=== attempt {state.attempts}: {shlex.join(command)}\n")
         log.flush()
+        attempt_start = log.tell()
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -51,22 +92,21 @@ def execute(
             # its own session: a Ctrl-C in the terminal reaches the sweep alone, which then
             # asks each running fit to stop exactly once (a second signal would abort it)
             start_new_session=True,
+            pass_fds=(lock.fileno(),),  # the fit holds the folder's lock as long as it lives
         )
+        lock.record_owner(process.pid)
         if on_start is not None:
             on_start(process)
         code = process.wait()
-    summary = read_summary(folder) if _written_since(folder / "summary.json", state.started) else {}
-    status = summary.get("status") or "failed"
-    if code != 0 and status == FINISHED:  # the summary was written, then the process broke
-        status = "failed"
-    if code == -signal.SIGINT:  # stopped by the sweep's Ctrl-C before it could stop cleanly
-        status = "stopped"
+    written = _written_since(folder / SUMMARY_FILE, state.started)
+    summary = read_summary(folder) if written else {}
+    # The fit's summary is the truth: a completed fit stays completed whatever happened to its
+    # process after it wrote it (a Ctrl-C landing during its last moments, say).
+    status = summary.get("status") or ("stopped" if code == -signal.SIGINT else "failed")
     state = RunState.load(folder)
     state.status, state.ended = status, time.time()
     if status != FINISHED:
-        # the fit's own account (exception type and message) where it wrote one, else the
-        # end of its log, where a crash's traceback is
-        state.error = summary.get("error") or _tail(folder / LOG_FILE) or f"exit status {code}"
+        state.error = summary.get("error") or _error_in_log(folder / LOG_FILE, attempt_start, code)
     state.history.append(
         {"attempt": state.attempts, "status": status, "exit_code": code,
          "seconds": round(state.ended - (state.started or state.ended), 3)}
@@ -78,7 +118,8 @@ def execute(
 def execute_job(folder: str, threads: int | None = None) -> str:
     """Entry point of a cluster job (submitit): run one folder, return its status."""
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
-    return execute(Path(folder), env).status
+    state = execute(Path(folder), env)
+    return state.status if state is not None else "running"
 
 
 def _written_since(path: Path, start: float | None) -> bool:
@@ -89,10 +130,24 @@ def _written_since(path: Path, start: float | None) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 12) -> str:
-    """The last lines of a log, where a traceback's final message is."""
+def _error_in_log(path: Path, offset: int, code: int) -> str:
+    """The error of a fit that wrote no summary, from this attempt's part of its log: mtfilter's
+    one-line error, else the final line of a traceback, else how the process ended."""
     try:
-        text = path.read_text(errors="replace").rstrip().splitlines()
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            lines = [line.rstrip() for line in f if line.strip()]
     except OSError:
-        return ""
-    return "\n".join(text[-lines:])
+        lines = []
+    for line in reversed(lines):
+        if line.startswith("mtfilter: error:"):
+            return line.removeprefix("mtfilter: error:").strip()
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    if tracebacks:
+        after = [line for line in lines[tracebacks[-1] :] if not line.startswith(" ")]
+        return after[-1]  # "SomeError: message"
+    if code < 0:
+        name = signal.Signals(-code).name
+        why = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"the fit was killed by {name}{why}"
+    return f"the fit exited with status {code}"

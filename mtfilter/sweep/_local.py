@@ -29,11 +29,13 @@ def run_locally(
     workers: int,
     runs_per_gpu: int,
     on_done: Callable[[Path, RunState], None],
+    on_wait: Callable[[Path, int | None], None] | None = None,
 ) -> bool:
     """Run every folder; returns False if interrupted (Ctrl-C) before all of them ran.
 
     The first Ctrl-C lets running fits finish their current epoch and stop cleanly (they keep
-    `last.ckpt`, so running the sweep again continues them); no new run starts.
+    `last.ckpt`, so running the sweep again continues them); no new run starts. A folder still
+    held by a fit of an earlier sweep is waited for (`on_wait`), taking a worker meanwhile.
     """
     gpus = torch.cuda.device_count()
     slots: queue.Queue[dict[str, str]] = queue.Queue()
@@ -59,7 +61,7 @@ def run_locally(
             return None
         env = slots.get()
         try:
-            return execute(folder, env, on_start=started)
+            return execute(folder, env, started, on_wait, should_stop=stopping.is_set)
         finally:
             slots.put(env)
 

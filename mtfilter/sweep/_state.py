@@ -1,21 +1,33 @@
-"""The sweep folder on disk: one subfolder per run with its resolved fit configuration and its
-state, and the check that an existing folder holds this same sweep."""
+"""The sweep folder's runs and their state: one subfolder per run with its resolved fit
+configuration, `run.json`, and a lock held by the one process that writes it.
 
-import json
+The fit's own `summary.json` is the truth about a run. `run.json` records the sweep's side
+(attempts, timings, the last error) and is re-derived from the summary whenever the sweep
+starts, so a state left behind by an interrupted or killed sweep never sticks.
+"""
+
+import fcntl
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mtfilter.errors import ConfigError
+from mtfilter.folders import (
+    FIT_CONFIG,
+    LOCK_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    read_json,
+    write_json,
+)
 from mtfilter.sweep._plan import Run, config_digest
 
-SWEEP_FILE = "sweep.json"
-RUN_FILE = "run.json"
-FIT_CONFIG = "fit.yaml"
-LOG_FILE = "log.txt"
 FINISHED = "completed"
+# Outcomes that count as a failure in the sweep's tally (stopped and interrupted runs resume).
+FAILED = ("failed", "diverged")
 
 
 @dataclass
@@ -29,7 +41,7 @@ class RunState:
     config_digest: str
     parameters: int
     cost: float
-    status: str = "pending"  # pending, running, completed, stopped, failed
+    status: str = "pending"  # pending, running, completed, stopped, interrupted, failed, diverged
     error: str | None = None
     attempts: int = 0
     started: float | None = None
@@ -38,7 +50,10 @@ class RunState:
 
     @classmethod
     def load(cls, folder: Path) -> "RunState":
-        return cls(**json.loads((folder / RUN_FILE).read_text()))
+        content = read_json(folder / RUN_FILE)
+        if content is None:
+            raise ConfigError(f"{folder / RUN_FILE} is missing or unreadable")
+        return cls(**content)
 
     def save(self, folder: Path) -> None:
         write_json(folder / RUN_FILE, asdict(self))
@@ -46,27 +61,96 @@ class RunState:
 
 def read_summary(folder: Path) -> dict[str, Any]:
     """The run's own `summary.json`, or {} before it wrote one."""
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_json(folder / SUMMARY_FILE) or {}
 
 
-def summary_status(folder: Path) -> str | None:
-    """The status the run's own `summary.json` reports, or None before it wrote one."""
-    return read_summary(folder).get("status")
+class RunLock:
+    """An advisory lock on a run folder (`flock` on `run.lock`), held while a fit writes it.
+
+    The kernel releases it when the last process holding it ends, however it ends, so a lock is
+    never stale: a folder whose writer died is free. The sweep takes the lock and hands its file
+    to the fit's process (`pass_fds`), so a fit that outlives a killed sweep still holds it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self.file: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free; False if a live process holds it."""
+        file = open(self.path, "a+")  # noqa: SIM115 (held open as long as the lock)
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return False
+        self.file = file
+        self.record_owner(os.getpid())
+        return True
+
+    def record_owner(self, pid: int) -> None:
+        assert self.file is not None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{pid}\n")
+        self.file.flush()
+
+    def fileno(self) -> int:
+        assert self.file is not None
+        return self.file.fileno()
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # our copy; a fit still running keeps its own
+            self.file = None
+
+    def owner(self) -> int | None:
+        """The pid recorded by the holder, where one is recorded."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
 
-def is_finished(folder: Path) -> bool:
-    return summary_status(folder) == FINISHED
+def is_locked(folder: Path) -> bool:
+    """Whether a live process holds the run folder's lock (checked by trying to take it)."""
+    lock = RunLock(folder)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+def reconcile(folder: Path) -> RunState:
+    """The run's state re-derived from its own summary, saved to `run.json` if it changed.
+
+    A completed summary means completed, whatever `run.json` says (a Ctrl-C that reached a fit
+    just after it finished, say). Otherwise, unless a live process is writing the folder, a
+    `run.json` that says `running` or `completed` is not the fit's last word (the sweep was
+    killed, or the summary removed): the summary's status is taken, or `failed` without one.
+    """
+    state = RunState.load(folder)
+    before = asdict(state)
+    summary = read_summary(folder)
+    outcome = summary.get("status")
+    if outcome == FINISHED:
+        state.status, state.error = FINISHED, None
+    elif state.status in ("running", FINISHED) and not is_locked(folder):
+        state.status = outcome or "failed"
+        state.error = summary.get("error") or (
+            f"no {SUMMARY_FILE}: the fit ended without writing one (killed?), or it was removed"
+        )
+    if asdict(state) != before:
+        state.save(folder)
+    return state
 
 
 def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[Path]:
     """Create or check the sweep folder; returns the run folders not finished yet.
 
     A run folder that exists must hold the same resolved configuration, else the folder holds
-    a different sweep and nothing is touched. New runs (a grid that grew) are added; finished
-    runs are left as they are.
+    a different sweep and nothing is touched. New runs (a grid that grew) are added; every
+    existing run's state is reconciled with its summary; finished runs are left as they are.
     """
     existing = folder / SWEEP_FILE
     if folder.exists() and not existing.is_file() and any(folder.iterdir()):
@@ -81,7 +165,7 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
                     "configuration. Give this sweep another folder, or delete that one."
                 )
     folder.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(existing.read_text()) if existing.is_file() else {}
+    previous = read_json(existing) or {}
     names = sorted({*previous.get("runs", []), *(run.name for run in runs)})
     write_json(existing, {**definition, "runs": names, "updated": time.time()})
     todo = []
@@ -99,12 +183,6 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
                 parameters=run.parameters,
                 cost=run.cost,
             ).save(run_folder)
-        if not is_finished(run_folder):
+        if reconcile(run_folder).status != FINISHED:
             todo.append(run_folder)
     return todo
-
-
-def write_json(path: Path, content: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=str))
-    os.replace(tmp, path)  # never leave a half-written file
