@@ -4,6 +4,7 @@ conflict figures (cosines, norms) read off the same Jacobian."""
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator
 
 import torch
@@ -21,6 +22,7 @@ CONFLICT_KEYS = (
     "conflict/fraction",
     "conflict/grad_norm_mean",
     "conflict/grad_norm_spread",
+    "conflict/zero_gradient_tasks",
 )
 
 
@@ -71,26 +73,36 @@ def set_shared_gradients(directions: Tensor, shared: list[nn.Parameter]) -> None
 def conflict_figures(matrices: Tensor) -> tuple[Tensor, Tensor]:
     """Gradient-conflict figures of each replica's per-task gradients (R, T, P).
 
-    Returns a (R, 5 + T) row in the order of `CONFLICT_KEYS` then each task's gradient norm,
+    Returns a (R, 6 + T) row in the order of `CONFLICT_KEYS` then each task's gradient norm,
     and the (R, T, T) cosine matrices. Cosines are over task pairs i < j; a pair conflicts when
     its cosine is negative; the spread is the norms' coefficient of variation (std / mean).
-    A task with a zero gradient (e.g. nothing left to learn) counts as orthogonal.
+
+    Exact at any gradient scale float32 holds: each row is divided by its largest entry before
+    any square is taken, so nothing underflows (a 1e-25 gradient) or overflows (1e25). A task
+    whose gradient is exactly zero has no direction: its cosines are NaN, it is left out of the
+    pair figures (NaN when no pair is left) and counted in `zero_gradient_tasks`.
     """
-    norms = matrices.norm(dim=2)  # (R, T)
-    units = matrices / norms.clamp_min(torch.finfo(matrices.dtype).tiny)[..., None]
-    cosines = units @ units.transpose(1, 2)  # (R, T, T)
+    largest = matrices.abs().amax(dim=2)  # (R, T)
+    zero = largest == 0
+    scaled = matrices / torch.where(zero, 1.0, largest)[..., None]  # entries in [-1, 1]
+    scaled_norms = scaled.norm(dim=2)  # in [1, sqrt(P)] for non-zero rows
+    norms = largest * scaled_norms  # (R, T)
+    units = scaled / torch.where(zero, 1.0, scaled_norms)[..., None]
+    cosines = (units @ units.transpose(1, 2)).clamp(-1.0, 1.0)  # rounding can pass +-1
+    undefined = zero[:, :, None] | zero[:, None, :]
+    cosines = cosines.masked_fill(undefined, math.nan)  # (R, T, T)
     tasks = matrices.shape[1]
     upper = torch.triu_indices(tasks, tasks, offset=1, device=matrices.device)
-    pairs = cosines[:, upper[0], upper[1]]  # (R, T (T-1) / 2)
-    mean_norm = norms.mean(1)
+    pairs = cosines[:, upper[0], upper[1]]  # (R, T (T-1) / 2), NaN where undefined
+    defined = ~pairs.isnan()
+    counted = defined.sum(1)  # pairs with a cosine, per replica
+    mean_cosine = pairs.nan_to_num(0.0).sum(1) / counted  # NaN when no pair is defined
+    min_cosine = pairs.nan_to_num(math.inf).amin(1).masked_fill(counted == 0, math.nan)
+    fraction = ((pairs < 0) & defined).sum(1) / counted
+    relative = norms / norms.amax(1, keepdim=True)  # the spread is scale-free: no squared 1e30
+    spread = relative.std(1, correction=0) / relative.mean(1)
     row = torch.stack(
-        [
-            pairs.mean(1),
-            pairs.min(1).values,
-            (pairs < 0).float().mean(1),
-            mean_norm,
-            norms.std(1, correction=0) / mean_norm.clamp_min(torch.finfo(norms.dtype).tiny),
-        ],
+        [mean_cosine, min_cosine, fraction, norms.mean(1), spread, zero.sum(1).to(norms.dtype)],
         dim=1,
     )
     return torch.cat([row, norms], dim=1), cosines
@@ -110,20 +122,23 @@ class ConflictRecord:
         self._rows: list[Tensor] = []  # (R, K) each
         self.latest_cosines: Tensor | None = None  # (R, T, T)
         self.latest_row: Tensor | None = None
-        self._sum: Tensor | None = None  # (R, K) over every measurement of the run
-        self._count = 0
+        self._sum: Tensor | None = None  # (R, K) over every measurement of the run, NaN left out
+        self._count: Tensor | None = None  # (R, K) measurements with a value
 
     def add(self, epoch: int, row: Tensor, cosines: Tensor) -> None:
         row = row.detach().float()
         self._epochs.append(epoch)
         self._rows.append(row)
         self.latest_row, self.latest_cosines = row, cosines.detach()
-        self._sum = row.clone() if self._sum is None else self._sum.add_(row)
-        self._count += 1
+        if self._sum is None or self._count is None:
+            self._sum, self._count = torch.zeros_like(row), torch.zeros_like(row)
+        self._sum.add_(row.nan_to_num(0.0))
+        self._count.add_(~row.isnan())
 
     def mean(self) -> Tensor | None:
-        """(R, K): the mean of every measurement so far (this fit's, not a resumed one's)."""
-        return None if self._sum is None else self._sum / self._count
+        """(R, K): the mean of every measurement so far (this fit's, not a resumed one's);
+        NaN where no measurement had a value (every pair with a zero gradient)."""
+        return None if self._sum is None or self._count is None else self._sum / self._count
 
     def take(self) -> tuple[list[int], Tensor | None]:
         """The epochs and (E, R, K) figures recorded since the last call, on the host."""
