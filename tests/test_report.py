@@ -9,6 +9,7 @@ import pytest
 
 from mtfilter.report import Estimate, compare, report, verdict
 from mtfilter.report._collect import collect
+from mtfilter.report._stats import EpochRange
 
 # best val loss per (width, layout, seed): mt worse at 8 by ~0.1, no real difference at 64
 LOSSES = {
@@ -86,11 +87,24 @@ def test_means_intervals_and_paired_gap_match_hand_computation(tmp_path):
         assert (estimate.mean, estimate.low, estimate.high) == pytest.approx(hand_estimate(values))
     gaps = [m - s for m, s in zip(mt, st, strict=True)]  # paired by seed
     assert (narrow.gap.mean, narrow.gap.low, narrow.gap.high) == pytest.approx(hand_estimate(gaps))
-    assert narrow.epoch == {"st": 96, "mt": 96}  # median best epoch
+    # the median of the seeds' best epochs (one of them, never a mean) and their range
+    assert narrow.epoch == {"st": EpochRange(96, 95, 97), "mt": EpochRange(96, 95, 97)}
     assert verdict(narrow.gap).startswith("mt is worse than st by 0.1033")
     assert verdict(wide.gap).startswith("no clear difference")
     assert verdict(Estimate(-0.2, -0.3, -0.1, 3)).startswith("mt is better than st by 0.2000")
     assert "one seed" in verdict(Estimate.of([0.05]))
+
+
+def test_intervals_need_three_seeds_and_a_loss_interval_stays_above_zero():
+    assert Estimate.of([0.04, 0.05]).low is None  # two seeds: no interval
+    assert "2 seeds: no confidence interval" in verdict(Estimate.of([0.04, 0.05]))
+    spread = Estimate.of([0.001, 0.002, 0.09], nonnegative=True)
+    assert spread.low == 0.0 and spread.high == pytest.approx(
+        hand_estimate([0.001, 0.002, 0.09])[2]
+    )
+    gap = Estimate.of([0.001, 0.002, -0.09])  # a difference may be negative
+    assert gap.low == pytest.approx(hand_estimate([0.001, 0.002, -0.09])[1]) and gap.low < 0
+    assert EpochRange.of([2998, 2999, 3000, 3000]).median == 2999  # an epoch a seed had
 
 
 def test_report_writes_csv_markdown_and_plots(tmp_path):

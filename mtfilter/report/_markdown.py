@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.report._methods import MethodResult
-from mtfilter.report._stats import LAYOUTS, Estimate, WidthComparison, verdict
+from mtfilter.report._stats import LAYOUTS, EpochRange, Estimate, WidthComparison, verdict
 
 METRIC_TEXT = {
     "val": "the lowest full-dataset loss (mean per-bit loss, eval mode) over all epochs, and the "
@@ -32,8 +32,9 @@ def write_markdown(
         f"{len(rows)} points in {runs} runs ({counts}); {_duration(wall)} of training in all "
         "(stacked seeds train together).",
         f"Varied: {', '.join(f'`{k}`' for k in keys)}. Figure: {METRIC_TEXT[metric]}.",
-        "Several seeds: mean [95% t-interval]; the gap is paired by seed. Per-run figures are in "
-        "results.csv.",
+        "Several seeds: mean [95% t-interval, from 3 seeds on; a loss's cut at 0]; the gap is "
+        "paired by seed; epochs: the median of the seeds' best epochs (their range). Per-run "
+        "figures are in results.csv.",
         "",
     ]
     others = [k for k in keys if k not in (width_key, layout_key, "seed_everything")]
@@ -115,8 +116,14 @@ def _estimate(estimate: Estimate | None, signed: bool = False) -> str:
     return text
 
 
-def _epoch(epoch: float | None) -> str:
-    return "-" if epoch is None else f"{epoch:g}"
+def _epoch(epoch: EpochRange | None) -> str:
+    if epoch is None:
+        return "-"
+    return (
+        f"{epoch.median}"
+        if epoch.low == epoch.high
+        else (f"{epoch.median} ({epoch.low}-{epoch.high})")
+    )
 
 
 def _duration(seconds: float) -> str:

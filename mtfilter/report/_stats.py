@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,15 @@ from scipy import stats
 LAYOUTS = ("st", "mt")
 
 
+# Fewer seeds give no interval: with two, the t-interval's half-width is 12.7 standard errors,
+# wider than anything it could tell apart here.
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 @dataclass
 class Estimate:
-    """A mean over seeds with its 95% t-interval (`low` and `high` are None for one seed)."""
+    """A mean over seeds with its 95% t-interval (`low` and `high` are None below
+    `MIN_SEEDS_FOR_INTERVAL` seeds)."""
 
     mean: float
     low: float | None
@@ -21,14 +28,31 @@ class Estimate:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> "Estimate":
+    def of(cls, values: list[float], nonnegative: bool = False) -> "Estimate":
+        """The mean of `values` and its interval; with `nonnegative` (a loss) the interval is cut
+        at 0, which keeps its coverage since the true mean cannot lie below."""
         n = len(values)
-        mean = sum(values) / n
-        if n < 2:
+        mean = statistics.fmean(values)
+        if n < MIN_SEEDS_FOR_INTERVAL:
             return cls(mean, None, None, n)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-        return cls(mean, mean - half, mean + half, n)
+        sem = statistics.stdev(values) / math.sqrt(n)
+        if sem == 0:
+            return cls(mean, mean, mean, n)
+        low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
+        return cls(mean, max(low, 0.0) if nonnegative else low, high, n)
+
+
+@dataclass
+class EpochRange:
+    """Where the seeds' best epochs lie: the median (one of them) and the range."""
+
+    median: int
+    low: int
+    high: int
+
+    @classmethod
+    def of(cls, epochs: list[int]) -> "EpochRange":
+        return cls(statistics.median_low(epochs), min(epochs), max(epochs))
 
 
 @dataclass
@@ -37,7 +61,7 @@ class WidthComparison:
 
     width: Any
     loss: dict[str, Estimate]  # layout -> best loss over seeds
-    epoch: dict[str, float]  # layout -> median best epoch
+    epoch: dict[str, EpochRange]  # layout -> the seeds' best epochs
     parameters: dict[str, float]  # layout -> parameters of one model
     gap: Estimate | None  # mt - st over the seeds both have
 
@@ -65,12 +89,9 @@ def compare(
             loss, epoch, parameters = {}, {}, {}
             for layout, seeds in by_layout.items():
                 values = [r[f"{metric}_loss_best"] for r in seeds.values()]
-                loss[layout] = Estimate.of(values)
-                epochs = sorted(r[f"{metric}_loss_best_epoch"] for r in seeds.values())
-                epoch[layout] = (
-                    epochs[len(epochs) // 2]
-                    if len(epochs) % 2
-                    else ((epochs[len(epochs) // 2 - 1] + epochs[len(epochs) // 2]) / 2)
+                loss[layout] = Estimate.of(values, nonnegative=True)
+                epoch[layout] = EpochRange.of(
+                    [r[f"{metric}_loss_best_epoch"] for r in seeds.values()]
                 )
                 parameters[layout] = next(iter(seeds.values()))["parameters_total"]
             gap = None
@@ -90,7 +111,9 @@ def compare(
 def verdict(gap: Estimate) -> str:
     """Is mt worse than st, by how much, with what confidence."""
     if gap.low is None or gap.high is None:
-        return f"mt - st = {gap.mean:+.4f} (one seed: no confidence interval)"
+        seeds = "one seed" if gap.n == 1 else f"{gap.n} seeds"
+        return (f"mt - st = {gap.mean:+.4f} ({seeds}: no confidence interval below "
+                f"{MIN_SEEDS_FOR_INTERVAL})")  # fmt: skip
     interval = f"95% CI {gap.low:+.4f} to {gap.high:+.4f}, {gap.n} seeds"
     if gap.low > 0:
         return f"mt is worse than st by {gap.mean:.4f} ({interval})"
