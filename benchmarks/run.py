@@ -62,6 +62,11 @@ class _TimedCLI(MtfilterCLI):
         self.fit_seconds = time.perf_counter() - self.fit_seconds
 
 
+# CPU threads of every case; fits get them as --num_threads, so that mtfilter and the reference
+# loops compare at equal threads (the automatic choice is its own case, `threads`).
+THREADS = torch.get_num_threads()
+
+
 def fit_seconds(device: str, args: list[str], checkpoint: bool = True) -> float:
     """Wall time of `mtfilter fit --config configs/mt.yaml ARGS` at its defaults."""
     accelerator = "gpu" if device == "cuda" else "cpu"
@@ -73,6 +78,8 @@ def fit_seconds(device: str, args: list[str], checkpoint: bool = True) -> float:
             "false",
             "--trainer.accelerator",
             accelerator,
+            "--num_threads",
+            str(THREADS),
             *args,
         ],
         run=False,
@@ -102,6 +109,28 @@ def telemetry(device: str, repeats: int, epochs: dict[int, int]) -> list[Row]:
         row = Row("telemetry cost", setting, ours / n * 1e3, theirs / n * 1e3, "ms/epoch",
                   ours / theirs, "-")  # fmt: skip
         rows.append(row)
+    return rows
+
+
+def thread_choice(repeats: int, settings: list[tuple[str, int]], epochs: int) -> list[Row]:
+    """One CPU thread vs every core for whole fits, and which of the two `num_threads`'s
+    automatic choice takes (mtfilter/threads.py)."""
+    from mtfilter import threads
+
+    rows = []
+    for layout, hidden in settings:
+        args = ["--model.layout", layout, "--model.hidden_dim", str(hidden),
+                "--trainer.max_epochs", str(epochs)]  # fmt: skip
+        one, every = _alternate(
+            lambda args=args: fit_seconds("cpu", [*args, "--num_threads", "1"]),
+            lambda args=args: fit_seconds("cpu", [*args, "--num_threads", str(THREADS)]),
+            repeats,
+        )
+        net = BitMLP(num_bits=10, num_samples=1024, layout=layout, hidden_dim=hidden)
+        chosen = threads.choose(threads.multiply_adds_per_step(net, 512), THREADS)
+        setting = f"{layout}, hidden {hidden}, {epochs} epochs (auto: {chosen})"
+        rows.append(Row(f"threads: 1 vs {THREADS}", setting, one / epochs * 1e3,
+                        every / epochs * 1e3, "ms/epoch", every / one, "-"))  # fmt: skip
     return rows
 
 
@@ -192,6 +221,7 @@ def _step_seconds(model: torch.nn.Module, steps: int, device: str) -> float:
 
 def grouped_st(device: str, repeats: int, widths: list[int], steps: int) -> list[Row]:
     """10 singletask towers: mtfilter's grouped model vs a Python loop over nn.Sequential towers."""
+    torch.set_num_threads(THREADS)
     rows = []
     for hidden in widths:
         grouped = BitMLP(num_bits=10, num_samples=1024, layout="st", hidden_dim=hidden).to(device)
@@ -256,6 +286,7 @@ def aggregation(device: str, repeats: int, widths: list[int], steps: int) -> lis
     """UPGrad on 8 replicas' per-task Jacobians of an mt model's shared parameters: the path
     through the (T, T) Gramians, batched over replicas (what mtfilter runs), vs TorchJD's
     aggregator called on each replica's Jacobian."""
+    torch.set_num_threads(THREADS)
     rows = []
     aggregator = UPGrad().to(device)
     for hidden in widths:
@@ -318,7 +349,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--cases", default="overhead,checkpoint,telemetry,grouped,stacked,aggregation"
+        "--cases", default="overhead,checkpoint,telemetry,grouped,stacked,aggregation,threads"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
     parser.add_argument("--output", help="also write the table to this file")
@@ -358,6 +389,12 @@ def main() -> None:
             if "aggregation" in cases:
                 widths = [8] if smoke else [8, 64, 1024]
                 rows += aggregation(device, repeats, widths, 2 if smoke else 20)
+            if "threads" in cases and device == "cpu":
+                settings = [("mt", 8)] if smoke else [
+                    ("mt", 8), ("mt", 64), ("mt", 128), ("mt", 1024), ("st", 8), ("st", 32),
+                    ("st", 128),
+                ]  # fmt: skip
+                rows += thread_choice(repeats, settings, 3 if smoke else 100)
         finally:
             os.chdir(home)
     table = format_table(rows, options.device, smoke)

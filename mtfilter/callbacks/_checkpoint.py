@@ -17,8 +17,10 @@ from mtfilter.module import BitMappingModule
 
 
 class BestEpochCheckpoint(ModelCheckpoint):
-    """Keeps `best.ckpt` (the weights of the epoch with the lowest `monitor`, per replica) and
-    `last.ckpt` (everything needed to resume) without saving on every improving epoch.
+    """Checkpoints: `best.ckpt`, the weights of the best epoch, and `last.ckpt`, to resume.
+
+    `best.ckpt` holds the weights of the epoch with the lowest `monitor`, per replica, and
+    `last.ckpt` everything needed to resume, without a save on every improving epoch.
 
     Lightning's ModelCheckpoint saves whenever the monitored loss improves, which here is almost
     every epoch and costs more than a small model's epoch (~4-5 ms a save). Instead the best

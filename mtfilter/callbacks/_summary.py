@@ -18,8 +18,9 @@ from mtfilter.module import BitMappingModule
 
 
 class RunSummary(Callback):
-    """Writes `summary.json` into the run's log folder when fit ends (also when it stops on an
-    error or interrupt), and the headline figures to TensorBoard's HPARAMS tab.
+    """The run summary: `summary.json` in the run's folder and TensorBoard's HPARAMS tab.
+
+    Written when fit ends, also when it stops on an error or interrupt.
 
     With stacked replicas, each replica gets its own `seed_<s>/summary.json` (a complete run
     summary) and the top-level file lists them.
