@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
 from mtfilter import counter_rng
 from mtfilter.errors import ConfigError
 
-TargetKind = Literal["permutation", "random"]
+TargetKind = Literal["permutation", "random", "numpy_permutation"]
 
 # randperm over all 2**num_bits codes must stay affordable.
 MAX_PERMUTATION_BITS = 30
@@ -27,12 +28,19 @@ def make_targets(num_bits: int, num_samples: int, kind: TargetKind, data_seed: i
     it is the same on every machine and device.
 
     `permutation` maps the samples one-to-one onto distinct codes of a random permutation of all
-    2**num_bits codes (the original experiment); `random` draws independent fair bits.
+    2**num_bits codes (the original experiment); `random` draws independent fair bits;
+    `numpy_permutation` is `permutation` drawn as research code of the original's kind did,
+    `np.random.seed(data_seed); np.random.permutation(2**num_bits)` (NumPy's legacy Mersenne
+    Twister, the same on every platform), bits written most significant first.
     """
     generator = torch.Generator().manual_seed(data_seed)
     if kind == "random":
         return torch.randint(0, 2, (num_samples, num_bits), generator=generator).float()
-    codes = torch.randperm(2**num_bits, generator=generator)[:num_samples]
+    if kind == "numpy_permutation":
+        permutation = np.random.RandomState(data_seed).permutation(2**num_bits)
+        codes = torch.from_numpy(permutation[:num_samples].astype(np.int64))
+    else:
+        codes = torch.randperm(2**num_bits, generator=generator)[:num_samples]
     shifts = torch.arange(num_bits - 1, -1, -1)  # bit 0 is the leftmost (most significant)
     return ((codes[:, None] >> shifts) & 1).float()
 
@@ -149,7 +157,8 @@ class BitMappingDataModule(L.LightningDataModule):
         num_bits: Bits per target string; every bit is a task.
         num_samples: Number of inputs (default: all `2**num_bits` codes).
         targets: `permutation`, a random one-to-one map onto distinct codes (the original
-            experiment), or `random`, independent fair bits.
+            experiment), `numpy_permutation`, the same drawn with NumPy as the original's kind
+            of code did (see `make_targets`), or `random`, independent fair bits.
         data_seed: Seed of the dataset alone, separate from the run's seed, so every run, layout
             and device learns exactly the same function.
         batch_size: Samples per training step (per device under DDP).
@@ -169,7 +178,7 @@ class BitMappingDataModule(L.LightningDataModule):
         super().__init__()
         if num_bits < 1:
             raise ConfigError(f"data.num_bits must be at least 1, got {num_bits}")
-        if targets == "permutation" and num_bits > MAX_PERMUTATION_BITS:
+        if targets != "random" and num_bits > MAX_PERMUTATION_BITS:
             raise ConfigError(
                 f"data.num_bits={num_bits} is too many for permutation targets (at most "
                 f"{MAX_PERMUTATION_BITS}); use data.targets=random"
@@ -178,7 +187,7 @@ class BitMappingDataModule(L.LightningDataModule):
             num_samples = 2**num_bits
         if num_samples < 1:
             raise ConfigError(f"data.num_samples must be at least 1, got {num_samples}")
-        if targets == "permutation" and num_samples > 2**num_bits:
+        if targets != "random" and num_samples > 2**num_bits:
             raise ConfigError(
                 f"data.num_samples={num_samples} exceeds the {2**num_bits} distinct "
                 f"{num_bits}-bit strings a permutation can map onto"
@@ -192,6 +201,8 @@ class BitMappingDataModule(L.LightningDataModule):
             )
         if data_seed < 0:
             raise ConfigError(f"data.data_seed must be non-negative, got {data_seed}")
+        if targets == "numpy_permutation" and data_seed >= 2**32:
+            raise ConfigError(f"data.data_seed must be below 2**32 for NumPy, got {data_seed}")
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ConfigError(f"data.seeds must be distinct non-negative integers, got {seeds}")
@@ -230,13 +241,20 @@ class BitMappingDataModule(L.LightningDataModule):
         # Every batch is built on the training device already; nothing to move or inspect.
         return batch
 
-    def check_batch_size(self, world_size: int) -> None:
-        """Refuse a batch larger than one device's share of the samples (DDP splits them)."""
+    def check_batch_size(self, world_size: int, chunks: int = 1) -> None:
+        """Refuse a batch larger than one device's share of the samples (DDP splits them), or
+        one that does not split into `chunks` equal parts (chunked BatchNorm)."""
         share = math.ceil(self.num_samples / world_size)
         if world_size > 1 and self.batch_size > share:
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is per device, larger than each of the "
                 f"{world_size} devices' {share} of the {self.num_samples} samples: at most {share}"
+            )
+        sizes = {self.batch_size} | ({share % self.batch_size} - {0})  # and the last, shorter one
+        if any(size % chunks for size in sizes):
+            raise ConfigError(
+                f"model.batch_norm_chunks={chunks} needs every training batch to split into "
+                f"{chunks} equal chunks; the batches here have {sorted(sizes)} samples"
             )
 
     def train_dataloader(self) -> EpochBatches:

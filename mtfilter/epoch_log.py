@@ -102,11 +102,16 @@ class EpochLog:
 
     def load_state_dict(self, state: dict[str, Any], published: bool = False) -> None:
         """Restore the history of a resumed run. It is published again to the new run's loggers,
-        unless `published` (they show it already)."""
-        if list(state["keys"]) != self.keys:
-            raise ValueError("the checkpoint's metric history has different keys")
-        self._epochs = state["epochs"].numpy().astype(np.int64)
-        self._values = state["values"].numpy().astype(np.float64)
+        unless `published` (they show it already). A key the checkpoint does not have (a
+        figure added since it was written) gets NaN for the epochs before: never best."""
+        saved = list(state["keys"])
+        unknown = [key for key in saved if key not in self.index]
+        if unknown:
+            raise ValueError(f"the checkpoint's metric history has keys this run lacks: {unknown}")
+        epochs = state["epochs"].numpy().astype(np.int64)
+        values = np.full((len(epochs), self.num_replicas, len(self.keys)), np.nan)
+        values[:, :, [self.index[key] for key in saved]] = state["values"].numpy()
+        self._epochs, self._values = epochs, values
         self._unpublished = 0 if published else len(self._epochs)
         self._pending_epochs = []
 

@@ -87,3 +87,41 @@ def _per_replica(tensor: Tensor, generators: list[torch.Generator] | None, draw)
     # The leading axis is replica-major, so replica r owns a contiguous block of groups.
     for block, generator in zip(tensor.view(len(generators), -1), generators, strict=True):
         draw(block, generator)
+
+
+class ChunkedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm whose training statistics come from `chunks` equal slices of the batch, as
+    `nn.DataParallel` on `chunks` devices computes them: each device normalises its own slice,
+    and only the first device's statistics update the running ones (the other replicas' buffers
+    are discarded after each step). Eval mode uses the running statistics as usual.
+
+    Input (1, C, B) with B divisible by `chunks`; `chunks=1` is plain `nn.BatchNorm1d`.
+    """
+
+    def __init__(self, num_features: int, chunks: int = 1) -> None:
+        super().__init__(num_features)
+        self.chunks = chunks
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.chunks == 1:
+            return super().forward(x)
+        _, channels, batch = x.shape
+        if batch % self.chunks:
+            raise ValueError(f"a batch of {batch} does not split into {self.chunks} equal chunks")
+        chunk = batch // self.chunks
+        x = x.reshape(
+            channels, self.chunks, chunk
+        )  # chunk k holds samples k*chunk .. (k+1)*chunk-1
+        mean = x.mean(2, keepdim=True)
+        var = x.var(2, correction=0, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        y = y * self.weight[:, None, None] + self.bias[:, None, None]
+        with torch.no_grad():  # as nn.BatchNorm1d: the unbiased variance for the running one
+            momentum = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.lerp_(mean[:, 0, 0], momentum)
+            self.running_var.lerp_(var[:, 0, 0] * chunk / max(chunk - 1, 1), momentum)
+            self.num_batches_tracked.add_(1)
+        return y.reshape(1, channels, batch)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, chunks={self.chunks}"

@@ -179,7 +179,8 @@ class MtfilterCLI(LightningCLI):
 
     # Checked before the trainer creates a log folder or touches anything.
     def before_fit(self) -> None:
-        self.datamodule.check_batch_size(self.trainer.world_size)
+        chunks = self.model.hparams.batch_norm_chunks
+        self.datamodule.check_batch_size(self.trainer.world_size, chunks)
         self._check_ckpt_path()
 
     def before_validate(self) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from mtfilter.errors import ConfigError
-from mtfilter.layers import GroupedEmbedding, GroupedLinear
+from mtfilter.layers import ChunkedBatchNorm1d, GroupedEmbedding, GroupedLinear
 
 Layout = Literal["mt", "st", "split"]
 Encoding = Literal["embedding", "binary"]
@@ -38,8 +38,9 @@ class TaskFilter(nn.Module):
 class HiddenLayer(nn.Module):
     """Linear, then optional BatchNorm, ReLU and dropout: (G, in, B) -> (G * split, out / split, B).
 
-    BatchNorm sees the (1, G * out, B) view, each (group, unit) pair one channel of a plain
-    `nn.BatchNorm1d`, so Lightning's `sync_batchnorm` can swap in `nn.SyncBatchNorm`. With
+    BatchNorm sees the (1, G * out, B) view, each (group, unit) pair one channel of an
+    `nn.BatchNorm1d` (chunked like `nn.DataParallel`'s with `batch_norm_chunks > 1`), so
+    Lightning's `sync_batchnorm` can swap in `nn.SyncBatchNorm`. With
     `split > 1` (a fan-out layer) each group's outputs become `split` groups: also a view. A
     `TaskFilter` acts between BatchNorm and ReLU; `residual` adds the layer's input to its output.
     """
@@ -52,11 +53,13 @@ class HiddenLayer(nn.Module):
         split: int = 1,
         task_filter: TaskFilter | None = None,
         residual: bool = False,
+        batch_norm_chunks: int = 1,
     ) -> None:
         super().__init__()
         self.residual = residual
         self.linear = linear
-        self.norm = nn.BatchNorm1d(linear.num_groups * linear.out_features) if batch_norm else None
+        channels = linear.num_groups * linear.out_features
+        self.norm = ChunkedBatchNorm1d(channels, batch_norm_chunks) if batch_norm else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.split = split
         self.filter = task_filter
@@ -90,6 +93,8 @@ class BitMLP(nn.Module):
         `num_bits`-wide output layer, i.e. one 1-wide head per bit.
       - `st`: `num_bits` fully independent networks, each with its own input embedding, hidden
         layers and 1-wide head: about `num_bits` times the parameters of `mt` at equal width.
+        With `shared_embedding`, the towers read one input table (the original code's st),
+        which is exactly `split` with `num_shared_layers = 0`.
       - `split`: the input encoding and the first `num_shared_layers` hidden layers shared, the rest
         per bit. `num_shared_layers = num_layers - 1` is `mt`; with `binary` encoding,
         `num_shared_layers = 0` is `st`.
@@ -122,6 +127,11 @@ class BitMLP(nn.Module):
         residual: Add each `hidden_dim -> hidden_dim` layer's input to its output (the original's
             residual option): every hidden layer but the first, except where shared features
             fan out to per-bit layers.
+        shared_embedding: `st` with `embedding` encoding only: one input table read by every
+            tower, as the original code's st (`mt` and `split` share it anyway).
+        batch_norm_chunks: BatchNorm's training statistics per chunk of the batch, as
+            `nn.DataParallel` on this many devices computed them (the original ran on 4); the
+            batch size must divide into them. 1: the whole batch (`ChunkedBatchNorm1d`).
         num_replicas: Independent copies trained side by side (stacked seeds).
         init_seeds: One seed per replica: replica r is initialised from its own generator exactly
             as a 1-replica model with seed `init_seeds[r]`. Default: the global torch RNG.
@@ -141,10 +151,16 @@ class BitMLP(nn.Module):
         encoding: Encoding = "embedding",
         task_filter: bool = False,
         residual: bool = False,
+        shared_embedding: bool = False,
+        batch_norm_chunks: int = 1,
         num_replicas: int = 1,
         init_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
+        if batch_norm_chunks < 1:
+            raise ConfigError(
+                f"model.batch_norm_chunks must be at least 1, got {batch_norm_chunks}"
+            )
         num_hidden = num_layers - 1
         _check_arguments(
             num_bits,
@@ -175,7 +191,7 @@ class BitMLP(nn.Module):
         R, T = num_replicas, num_bits
 
         # Input encoding: per bit only in st with a learned table.
-        shared_input = not (layout == "st" and encoding == "embedding")
+        shared_input = not (layout == "st" and encoding == "embedding" and not shared_embedding)
         input_groups = R if shared_input else R * T
         self.embedding: GroupedEmbedding | None = None
         if encoding == "embedding":
@@ -200,7 +216,9 @@ class BitMLP(nn.Module):
             split = T if i == self._fan_out_layer else 1
             filter_ = TaskFilter(R, T, hidden_dim, per_task_input=i > 0) if task_filter else None
             skip = residual and i > 0 and split == 1
-            layers.append(HiddenLayer(linear, batch_norm, dropout, split, filter_, skip))
+            layers.append(
+                HiddenLayer(linear, batch_norm, dropout, split, filter_, skip, batch_norm_chunks)
+            )
             width = hidden_dim
         self.hidden = nn.ModuleList(layers)
         # On shared features the head is one matmul to num_bits logits (a 1-wide head per bit).

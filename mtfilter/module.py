@@ -27,6 +27,7 @@ from mtfilter.errors import CheckpointMismatchError, ConfigError, NonFiniteLossE
 from mtfilter.model import BitMLP, Encoding, Layout
 
 LossName = Literal["l1", "bce", "mse"]
+Reduction = Literal["sum", "mean"]
 
 # The original experiment's optimiser; YAML configs spell it out, library users get it by default.
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e-3, "momentum": 0.9}}
@@ -44,9 +45,10 @@ ARCHITECTURE_KEYS = (
     "encoding",
     "task_filter",
     "residual",
+    "shared_embedding",
 )
 # What an architecture key meant in checkpoints written before it existed.
-ARCHITECTURE_DEFAULTS = {"task_filter": False, "residual": False}
+ARCHITECTURE_DEFAULTS = {"task_filter": False, "residual": False, "shared_embedding": False}
 
 
 def per_bit_loss(logits: Tensor, targets: Tensor, loss: LossName) -> Tensor:
@@ -79,9 +81,11 @@ class _EpochTotals:
     def __init__(self) -> None:
         self.loss_sum: Tensor | None = None  # (R, T) summed over the epoch's samples
         self.samples = 0
+        self.batch_losses: list[Tensor] = []  # (R,) mean per-bit loss of each step's batch
 
     def reset(self) -> None:
         self.samples = 0
+        self.batch_losses = []
         if self.loss_sum is not None:
             self.loss_sum.zero_()
 
@@ -91,6 +95,7 @@ class _EpochTotals:
         else:
             self.loss_sum.add_(loss_per_bit, alpha=batch_size)
         self.samples += batch_size
+        self.batch_losses.append(loss_per_bit.float().mean(-1))
 
     def mean(self) -> Tensor:
         assert self.loss_sum is not None, "no training step in this epoch"
@@ -127,11 +132,23 @@ class BitMappingModule(L.LightningModule):
         encoding: `embedding` (learned table) or `binary` (the index's bits).
         task_filter: `mt` only: a per-bit scale and shift of every hidden unit (see `BitMLP`).
         residual: Skip connections around the `hidden -> hidden` layers (see `BitMLP`).
+        shared_embedding: `st` only: every tower reads one input table, as the original code's
+            st (see `BitMLP`).
+        batch_norm_chunks: BatchNorm's training statistics per chunk of each batch, as
+            `nn.DataParallel` on this many devices gave them (the original's 4; see `BitMLP`).
         loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
         loss_dropout: Cost-Out: at each training step, each bit's loss term is removed from the
             objective with this probability, independently per bit and replica. A dropped bit
             sends no gradient that step; the kept terms are not rescaled; the logged losses
             always include every bit.
+        loss_reduction: How the per-bit loss terms make the objective: `sum` (the hypothesis as
+            stated) or `mean`, the original code's `nn.L1Loss()` over batch and bits, which gives
+            each bit 1/num_bits of the sum's gradient. Logged losses are the same either way.
+        accumulate_gradients: The original code's defect, reproduced by choice: gradients are
+            never zeroed, so every optimizer step gets the running sum of all gradients since
+            training began, `g_1 + ... + g_t`, and momentum SGD then moves by
+            `v_t = m v_(t-1) + (g_1 + ... + g_t)`. Exactly a plain PyTorch loop that never calls
+            `zero_grad` (tested); the sum is saved in `last.ckpt`, so resuming is exact.
         optimizer: Optimizer factory. Default: SGD, lr 1e-3, momentum 0.9 (the original's).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
         aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, `MGDA`, `PCGrad`, ...)
@@ -165,8 +182,12 @@ class BitMappingModule(L.LightningModule):
         encoding: Encoding = "embedding",
         task_filter: bool = False,
         residual: bool = False,
+        shared_embedding: bool = False,
+        batch_norm_chunks: int = 1,
         loss: LossName = "l1",
         loss_dropout: float = 0.0,
+        loss_reduction: Reduction = "sum",
+        accumulate_gradients: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         aggregator: Aggregator | None = None,
@@ -180,6 +201,15 @@ class BitMappingModule(L.LightningModule):
             raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
         if telemetry_interval < 0:
             raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
+        if loss_reduction not in ("sum", "mean"):
+            raise ConfigError(
+                f"model.loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}"
+            )
+        if accumulate_gradients and aggregator is not None:
+            raise ConfigError(
+                "model.accumulate_gradients (the original's never-zeroed gradients) cannot be "
+                "combined with model.aggregator, which sets the shared gradients each step"
+            )
         multitask.check_aggregator(aggregator)
         multitask.check_scalarizer(scalarizer, num_bits, aggregator, loss_dropout)
         num_samples = 2**num_bits if num_samples is None else num_samples
@@ -210,15 +240,20 @@ class BitMappingModule(L.LightningModule):
             encoding=encoding,
             task_filter=task_filter,
             residual=residual,
+            shared_embedding=shared_embedding,
+            batch_norm_chunks=batch_norm_chunks,
             num_replicas=len(seeds),
             init_seeds=seeds,
         )
         self.num_bits, self.seeds = num_bits, seeds
+        # each bit's loss term in the objective: 1 (sum) or 1 / num_bits (mean)
+        self._term_scale = 1.0 if loss_reduction == "sum" else 1.0 / num_bits
         bits = range(num_bits)
         self.epoch_log = EpochLog(
             [
                 "train/loss",
                 *(f"train/loss/bit_{i}" for i in bits),
+                "train/batch_loss_min",
                 "val/loss",
                 *(f"val/loss/bit_{i}" for i in bits),
                 "val/acc",
@@ -245,6 +280,7 @@ class BitMappingModule(L.LightningModule):
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
         self._purge_from: int | None = None  # epoch from which earlier event files are stale
+        self._restored_gradients: dict[str, Tensor] | None = None  # accumulated, from last.ckpt
 
     @override
     def __setattr__(self, name: str, value: Any) -> None:
@@ -287,7 +323,8 @@ class BitMappingModule(L.LightningModule):
         optimizer = self.optimizers()
         for indices, targets in epoch:  # (R, B), (R, B, T)
             loss_per_bit = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
-            optimizer.zero_grad(set_to_none=True)
+            if not self.hparams.accumulate_gradients:
+                optimizer.zero_grad(set_to_none=True)
             self._backward(loss_per_bit)
             self._average_gradients()
             optimizer.step()
@@ -316,6 +353,8 @@ class BitMappingModule(L.LightningModule):
         """Gradients of the step: of the summed loss, or with the shared parameters' update
         from the aggregator; the conflict figures when they are due."""
         kept = self._kept_terms()  # (R, T) bool, or None
+        if self._term_scale != 1.0:  # mean reduction: every term, and its gradient, / num_bits
+            loss_per_bit = loss_per_bit * self._term_scale
         if self.scalarizers is not None:
             objective = multitask.scalarize(self.scalarizers, loss_per_bit)
         else:
@@ -365,6 +404,9 @@ class BitMappingModule(L.LightningModule):
     def _finish_epoch(self) -> None:
         # Every rank holds an equal share of the epoch, so the mean of the ranks' means is exact.
         train_loss = self.trainer.strategy.reduce(self._epoch.mean(), reduce_op="mean")  # (R, T)
+        # the original's "best": a single step's batch, the whole global batch under DDP
+        batch_losses = torch.stack(self._epoch.batch_losses)  # (S, R)
+        batch_losses = self.trainer.strategy.reduce(batch_losses, reduce_op="mean")
         indices, targets = self.trainer.datamodule.full_batch()
         was_training = self.net.training
         self.net.eval()
@@ -374,6 +416,7 @@ class BitMappingModule(L.LightningModule):
             [
                 train_loss.mean(1, keepdim=True),
                 train_loss,
+                batch_losses.amin(0)[:, None],
                 evaluation.loss.mean(1, keepdim=True),
                 evaluation.loss,
                 evaluation.accuracy.mean(1, keepdim=True),
@@ -561,6 +604,14 @@ class BitMappingModule(L.LightningModule):
         }
 
     @override
+    def on_train_start(self) -> None:
+        if self._restored_gradients:
+            parameters = dict(self.named_parameters())
+            for name, gradient in self._restored_gradients.items():
+                parameters[name].grad = gradient.to(parameters[name].device)
+            self._restored_gradients = None
+
+    @override
     def on_fit_end(self) -> None:
         self.trainer.limit_val_batches = self._limit_val_batches
 
@@ -609,6 +660,11 @@ class BitMappingModule(L.LightningModule):
             "epoch_log": self.epoch_log.state_dict(),
             "log_dir": self._log_dir(),  # where that history was published
         }
+        if self.hparams.accumulate_gradients:  # the running sum is training state here
+            checkpoint["mtfilter"]["gradients"] = {
+                name: p.grad.detach().clone() for name, p in self.named_parameters()
+                if p.grad is not None
+            }  # fmt: skip
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -623,6 +679,8 @@ class BitMappingModule(L.LightningModule):
         # In a new folder, the whole curve is published again.
         here = saved.get("log_dir") is not None and saved.get("log_dir") == self._log_dir()
         self.epoch_log.load_state_dict(state, published=here)
+        # set in on_train_start: the Trainer zeroes gradients between restoring and training
+        self._restored_gradients = saved.get("gradients")
         if here and self.epoch_log.num_epochs:
             self._purge_from = int(self.epoch_log.last_epoch) + 1
 

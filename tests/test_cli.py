@@ -10,10 +10,10 @@ from mtfilter import CheckpointMismatchError
 from mtfilter.cli import cli_main
 from tests.conftest import CONFIGS, cli, log_dir, tiny_fit
 
-SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+SHIPPED = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("original/*.yaml"))
 
 
-@pytest.mark.parametrize("config", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("config", SHIPPED, ids=[str(p.relative_to(CONFIGS)) for p in SHIPPED])
 def test_every_shipped_config_parses(config, run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(config), "--print_config"])

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from mtfilter.epoch_log import EpochLog
@@ -49,3 +50,18 @@ def test_state_round_trip_republishes_the_history():
     restored.load_state_dict(state)
     assert restored.num_epochs == 3
     assert restored.take_unpublished()[0].tolist() == [1, 2, 3]
+
+
+def test_a_history_without_a_newer_figure_loads_with_that_figure_missing():
+    """A checkpoint written before a figure existed still resumes: the figure is NaN there."""
+    old = EpochLog(["loss"])
+    for epoch in range(1, 4):
+        old.record(epoch, torch.tensor([[1.0 / epoch]]))
+    new = EpochLog(["loss", "batch_loss"])
+    new.load_state_dict(old.state_dict(), published=True)
+    assert new.num_epochs == 3 and len(new.take_unpublished()[0]) == 0
+    assert new.history("loss")[1][:, 0].tolist() == pytest.approx([1.0, 0.5, 1 / 3])
+    assert np.isnan(new.history("batch_loss")[1]).all()
+    assert np.isnan(new.best("batch_loss")[0]).all()  # no value: the summary says null
+    with pytest.raises(ValueError, match="keys this run lacks"):
+        EpochLog(["accuracy"]).load_state_dict(old.state_dict())

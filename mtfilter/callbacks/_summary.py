@@ -149,6 +149,9 @@ def run_summary(
             "loss_best_epoch_per_bit": [e for _, e in per_bit],
         }
 
+    train = stage("train")
+    # the original experiment's figure: the lowest loss of a single training batch
+    train["batch_loss_best"], train["batch_loss_best_epoch"] = best("train/batch_loss_min")
     val = stage("val")
     val.update(
         acc_final=last("val/acc"),
@@ -166,7 +169,7 @@ def run_summary(
         "epochs": log.num_epochs,
         "wall_time_s": round(wall_time_s, 3),
         "parameters": module.parameter_counts(),
-        "train": stage("train"),
+        "train": train,
         "val": val,
         "checkpoints": {
             "best": checkpoint.best_path if isinstance(checkpoint, BestEpochCheckpoint) else None,
@@ -217,6 +220,7 @@ def _headline(summary: dict[str, Any]) -> dict[str, float]:
         "best/val_loss_epoch": summary["val"]["loss_best_epoch"],
         "best/train_loss": summary["train"]["loss_best"],
         "best/train_loss_epoch": summary["train"]["loss_best_epoch"],
+        "best/train_batch_loss": summary["train"]["batch_loss_best"],
         "final/val_acc": summary["val"]["acc_final"],
         "final/val_exact_match": summary["val"]["exact_match_final"],
         "parameters/total": summary["parameters"]["total"],

@@ -173,6 +173,7 @@ def check_and_measure(config: Any) -> tuple[int, int]:
     model_args["data_fingerprint"] = data.fingerprint
     with torch.device("meta"):
         module = BitMappingModule(**model_args)
+    data.check_batch_size(1, module.hparams.batch_norm_chunks)
     tables = 0 if module.net.embedding is None else module.net.embedding.weight.numel()
     tables //= len(data.seeds)
     return module.parameter_counts()["total"] - tables, tables
