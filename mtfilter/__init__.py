@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mtfilter.callbacks import (
         BestEpochCheckpoint,
+        ConvergenceStop,
         EpochProgressBar,
         RunSummary,
         StopOnInterrupt,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 # public name -> the module that defines it
 _SOURCES = {
     "BestEpochCheckpoint": "mtfilter.callbacks",
+    "ConvergenceStop": "mtfilter.callbacks",
     "EpochProgressBar": "mtfilter.callbacks",
     "RunSummary": "mtfilter.callbacks",
     "StopOnInterrupt": "mtfilter.callbacks",
@@ -52,6 +54,7 @@ __all__ = [
     "BitMappingModule",
     "CheckpointMismatchError",
     "ConfigError",
+    "ConvergenceStop",
     "EpochProgressBar",
     "GroupedEmbedding",
     "GroupedLinear",

@@ -18,6 +18,7 @@ from typing_extensions import override
 from mtfilter import parse_errors, threads
 from mtfilter.callbacks import (
     BestEpochCheckpoint,
+    ConvergenceStop,
     EpochProgressBar,
     PredictionWriter,
     RunSummary,
@@ -93,6 +94,7 @@ class MtfilterCLI(LightningCLI):
             "other (docs/benchmarks.md). No effect on GPU runs.",
         )
         parser.add_lightning_class_args(BestEpochCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ConvergenceStop, "convergence")
         parser.add_lightning_class_args(EpochProgressBar, "progress")
         parser.add_lightning_class_args(RunSummary, "summary")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER})

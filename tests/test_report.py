@@ -51,6 +51,7 @@ def _summary(width: int, layout: str, seed: int) -> dict:
     loss = LOSSES[(width, layout, seed)]
     return {
         "status": "completed", "seed": seed, "epochs": 100, "wall_time_s": 2.0,
+        "convergence": {"converged": True, "epoch": 100},
         "parameters": {"total": width * (10 if layout == "st" else 1), "per_task": width},
         "train": {"loss_best": loss + 0.01, "loss_best_epoch": 90 + seed},
         "val": {"loss_best": loss, "loss_best_epoch": 95 + seed, "acc_final": 0.9,
@@ -196,3 +197,78 @@ def test_the_report_of_a_methods_sweep_has_their_table_and_figures(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "## st and mt" in text and "## Methods against the mt - st gap" in text
     assert "| 8 | aggregator=UPGrad | 3 | 0.1483 [" in text
+
+
+def test_figures_that_are_not_optima_are_marked(tmp_path):
+    folder = fake_sweep(tmp_path, stacked=True)
+    for seed in range(3):  # mt at width 8: no convergence check ran, best epoch = last
+        path = folder / "hidden_dim=8-layout=mt" / f"seed_{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["convergence"] = None
+        summary["val"]["loss_best_epoch"] = 100 if seed else 50
+        path.write_text(json.dumps(summary))
+    report(folder)
+    text = (folder / "results.md").read_text()
+    assert "| 0.2133 [0.1990, 0.2277] †2/3 |" in text  # two seeds late, one early
+    assert "hidden_dim 8: mt is worse" in text and "(† not converged: mt;" in text
+    assert "hidden_dim 64: no clear difference" in text
+    line_64 = next(line for line in text.splitlines() if line.startswith("- hidden_dim 64"))
+    assert "†" not in line_64
+
+
+def fake_lr_sweep(folder: Path) -> Path:
+    """st and mt at width 8 with two learning rates and seeds 0-4: lr 0.1 is better on seeds 0-1
+    (the selection seeds), lr 0.01 on the others."""
+    grid = {
+        "model.hidden_dim": [8],
+        "model.layout": ["st", "mt"],
+        "model.optimizer.init_args.lr": [0.01, 0.1],
+        "seed_everything": list(range(5)),
+    }
+    runs = []
+    for layout in ("st", "mt"):
+        for lr in (0.01, 0.1):
+            name = f"layout={layout}-lr={lr}"
+            (folder / name).mkdir(parents=True)
+            values = {"model.hidden_dim": 8, "model.layout": layout,
+                      "model.optimizer.init_args.lr": lr}  # fmt: skip
+            (folder / name / "run.json").write_text(json.dumps(
+                {"name": name, "values": values, "seeds": list(range(5)), "status": "completed"}
+            ))  # fmt: skip
+            paths = []
+            for seed in range(5):
+                loss = LR_LOSS[(layout, lr, seed < 2)] + 0.001 * seed
+                summary = {**_summary(8, layout, 0), "seed": seed}
+                summary["val"] = {**summary["val"], "loss_best": loss}
+                (folder / name / f"seed_{seed}").mkdir()
+                (folder / name / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
+                paths.append(f"seed_{seed}/summary.json")
+            (folder / name / "summary.json").write_text(
+                json.dumps({"status": "completed", "replicas": paths})
+            )
+            runs.append(name)
+    report_settings = {"select_key": "model.optimizer.init_args.lr", "selection_seeds": [0, 1]}
+    (folder / "sweep.json").write_text(
+        json.dumps({"grid": grid, "runs": runs, "report": report_settings})
+    )
+    return folder
+
+
+# (layout, lr, is a selection seed) -> best loss
+LR_LOSS = {("st", 0.01, True): 0.05, ("st", 0.1, True): 0.01, ("st", 0.01, False): 0.04,
+           ("st", 0.1, False): 0.02, ("mt", 0.01, True): 0.30, ("mt", 0.1, True): 0.20,
+           ("mt", 0.01, False): 0.25, ("mt", 0.1, False): 0.22}  # fmt: skip
+
+
+def test_a_setting_is_chosen_on_some_seeds_and_reported_on_the_others(tmp_path):
+    folder = fake_lr_sweep(tmp_path)
+    report(folder)  # the selection settings come from the sweep's own sweep.json
+    text = (folder / "results.md").read_text()
+    assert "## `model.optimizer.init_args.lr` chosen per point" in text
+    assert "| 8 | st | 2 | 0.01: 0.0505, 0.1: 0.0105 | 0.1 |" in text
+    assert "chosen on the selection seeds and reported below on the other seeds" in text
+    # reported: lr 0.1 on seeds 2-4 only
+    st = [LR_LOSS[("st", 0.1, False)] + 0.001 * seed for seed in (2, 3, 4)]
+    mt = [LR_LOSS[("mt", 0.1, False)] + 0.001 * seed for seed in (2, 3, 4)]
+    st_mean, mt_mean = sum(st) / 3, sum(mt) / 3
+    assert f"| 8 | 3 | {st_mean:.4f} [" in text and f"| {mt_mean:.4f} [" in text

@@ -12,6 +12,8 @@ from typing_extensions import override
 
 from mtfilter import tensorboard
 from mtfilter.callbacks._checkpoint import BestEpochCheckpoint
+from mtfilter.callbacks._convergence import ConvergenceStop
+from mtfilter.callbacks._interrupt import StopOnInterrupt
 from mtfilter.errors import NonFiniteLossError, RunAborted
 from mtfilter.folders import write_json
 from mtfilter.module import BitMappingModule
@@ -61,9 +63,10 @@ class RunSummary(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, BitMappingModule)
         pl_module.publish_epoch_log()
-        # `should_stop` also comes from a Ctrl-C during the last epoch: then it did complete
+        # stopped: by a Ctrl-C before the last epoch. Ending on convergence is completing.
         reached_end = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs
-        status = "stopped" if trainer.should_stop and not reached_end else "completed"
+        interrupted = any(isinstance(c, StopOnInterrupt) and c.requested for c in trainer.callbacks)
+        status = "stopped" if interrupted and not reached_end else "completed"
         self._write(trainer, pl_module, status, None)
 
     @override
@@ -160,6 +163,7 @@ def run_summary(
     )
     checkpoint = trainer.checkpoint_callback
     datamodule = trainer.datamodule
+    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
     return {
         "status": status,
         "error": error,
@@ -167,6 +171,7 @@ def run_summary(
         "data_seed": datamodule.hparams.data_seed if datamodule is not None else None,
         "data_fingerprint": module.hparams.data_fingerprint,
         "epochs": log.num_epochs,
+        "convergence": convergence.summary(replica) if convergence is not None else None,
         "wall_time_s": round(wall_time_s, 3),
         "parameters": module.parameter_counts(),
         "train": train,

@@ -12,7 +12,8 @@ from mtfilter.folders import RUN_FILE, SEED_KEY, SUMMARY_FILE, SWEEP_FILE, grid_
 # Figures of a row, in the order of results.csv after the varied keys.
 FIGURES = [
     "parameters_total", "parameters_per_task", "train_loss_best", "train_loss_best_epoch",
-    "val_loss_best", "val_loss_best_epoch", "val_acc_final", "val_exact_match_final", "epochs",
+    "batch_loss_best", "batch_loss_best_epoch", "val_loss_best", "val_loss_best_epoch",
+    "val_acc_final", "val_exact_match_final", "epochs", "converged", "converged_epoch",
     "wall_time_s", "conflict_fraction", "conflict_mean_cosine", "grad_norm_spread",
 ]  # fmt: skip
 
@@ -66,6 +67,7 @@ def _row(
     train, val = summary.get("train") or {}, summary.get("val") or {}
     parameters = summary.get("parameters") or {}
     conflict = (summary.get("multitask") or {}).get("conflict_mean") or {}
+    convergence = summary.get("convergence") or {}
     status = summary.get("status") or state.get("status")
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
@@ -77,11 +79,15 @@ def _row(
         "parameters_per_task": parameters.get("per_task"),
         "train_loss_best": train.get("loss_best"),
         "train_loss_best_epoch": train.get("loss_best_epoch"),
+        "batch_loss_best": train.get("batch_loss_best"),
+        "batch_loss_best_epoch": train.get("batch_loss_best_epoch"),
         "val_loss_best": val.get("loss_best"),
         "val_loss_best_epoch": val.get("loss_best_epoch"),
         "val_acc_final": val.get("acc_final"),
         "val_exact_match_final": val.get("exact_match_final"),
         "epochs": summary.get("epochs"),
+        "converged": convergence.get("converged"),
+        "converged_epoch": convergence.get("epoch"),
         "wall_time_s": summary.get("wall_time_s"),
         **{column: conflict.get(tag) for column, tag in CONFLICT_FIGURES.items()},
         "replicas": replicas,

@@ -1,24 +1,38 @@
 """`results.md`: the seed table's shape (per width: st best, mt best, mt - st), with means and
-95% confidence intervals over seeds, and a verdict per width."""
+95% confidence intervals over seeds, a verdict per width, and every figure that is not an
+optimum (its run did not converge) marked."""
 
 from pathlib import Path
 from typing import Any
 
+from mtfilter.folders import short_value
 from mtfilter.report._methods import MethodResult
-from mtfilter.report._stats import LAYOUTS, EpochRange, Estimate, WidthComparison, verdict
+from mtfilter.report._select import Choice
+from mtfilter.report._stats import (
+    LAYOUTS,
+    EpochRange,
+    Estimate,
+    WidthComparison,
+    sort_key,
+    verdict,
+)
 
 METRIC_TEXT = {
     "val": "the lowest full-dataset loss (mean per-bit loss, eval mode) over all epochs, and the "
     "epoch it was reached",
     "train": "the lowest epoch-mean training loss (mean per-bit loss, training mode) over all "
     "epochs, and the epoch it was reached",
+    "batch": "the lowest loss of a single training batch (mean per-bit loss, training mode, "
+    "before the step) over all steps, the original experiment's figure, and its epoch",
 }
+UNCONVERGED = "†"
 
 
 def write_markdown(
     path: Path, folder: Path, keys: list[str], rows: list[dict[str, Any]],
     sections: dict[tuple, list[WidthComparison]], metric: str, width_key: str, layout_key: str,
-    methods: list[MethodResult] | None = None,
+    methods: list[MethodResult] | None = None, choices: list[Choice] | None = None,
+    select_key: str | None = None,
 ) -> None:  # fmt: skip
     lines = [f"# Sweep results: {folder.name}", ""]
     statuses: dict[str, int] = {}
@@ -35,8 +49,13 @@ def write_markdown(
         "Several seeds: mean [95% t-interval, from 3 seeds on; a loss's cut at 0]; the gap is "
         "paired by seed; epochs: the median of the seeds' best epochs (their range). Per-run "
         "figures are in results.csv.",
+        f"{UNCONVERGED} marks a figure with seeds whose run did not converge (its convergence "
+        "check never passed or, without one, its best epoch fell in the last tenth of its "
+        "epochs): not an optimum, and a gap with such a side is not a comparison of optima.",
         "",
     ]
+    if choices:
+        lines += _choices_section(choices, select_key or "", width_key.rsplit(".", 1)[-1])
     others = [k for k in keys if k not in (width_key, layout_key, "seed_everything")]
     width_name = width_key.rsplit(".", 1)[-1]
     for section, comparisons in sections.items():
@@ -56,13 +75,18 @@ def write_markdown(
             cells = []
             for layout in LAYOUTS:
                 estimate = c.loss.get(layout)
+                mark = _mark(c.unconverged.get(layout, 0), estimate)
                 cells += (
-                    [_estimate(estimate), _epoch(c.epoch.get(layout))] if estimate else ["-", "-"]
+                    [_estimate(estimate) + mark, _epoch(c.epoch.get(layout))]
+                    if estimate
+                    else ["-", "-"]
                 )
             gap = _estimate(c.gap, signed=True) if c.gap else "-"
             lines.append(f"| {c.width} | {n} | " + " | ".join(cells) + f" | {gap} |")
         lines.append("")
-        verdicts = [f"- {width_name} {c.width}: {verdict(c.gap)}" for c in comparisons if c.gap]
+        verdicts = [
+            f"- {width_name} {c.width}: {verdict(c.gap)}{_caveat(c)}" for c in comparisons if c.gap
+        ]
         lines += [*verdicts, ""] if verdicts else []
     if methods:
         lines += _methods_section(methods, width_name)
@@ -98,6 +122,48 @@ def _methods_section(methods: list[MethodResult], width_name: str) -> list[str]:
             + " | ".join(figures)
             + " |"
         )
+    return [*lines, ""]
+
+
+def _mark(unconverged: int, estimate: Estimate | None) -> str:
+    if not unconverged or estimate is None:
+        return ""
+    return (
+        f" {UNCONVERGED}"
+        if unconverged == estimate.n
+        else f" {UNCONVERGED}{unconverged}/{estimate.n}"
+    )
+
+
+def _caveat(c: WidthComparison) -> str:
+    sides = [layout for layout in LAYOUTS if c.unconverged.get(layout)]
+    if not sides:
+        return ""
+    return f" ({UNCONVERGED} not converged: {' and '.join(sides)}; not a comparison of optima)"
+
+
+def _choices_section(choices: list[Choice], key: str, width_name: str) -> list[str]:
+    held_out = all(c.held_out for c in choices)
+    how = (
+        "chosen on the selection seeds and reported below on the other seeds"
+        if held_out
+        else "chosen and reported on the same seeds (no other seeds ran), so the figures below "
+        "are a little optimistic"
+    )
+    lines = [
+        f"## `{key}` chosen per point",
+        "",
+        f"Per width and layout, the value with the lowest mean best loss ({how}). Mean best "
+        f"loss of each candidate on the selection seeds; {UNCONVERGED}: some of the chosen "
+        "value's selection runs did not converge.",
+        "",
+        f"| {width_name} | layout | seeds | candidates | chosen |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in sorted(choices, key=lambda c: (c.section, sort_key(c.width), str(c.layout))):
+        candidates = ", ".join(f"{name}: {mean:.4f}" for name, mean in sorted(c.means.items()))
+        chosen = short_value(c.chosen) + (f" {UNCONVERGED}" if c.unconverged else "")
+        lines.append(f"| {c.width} | {c.layout} | {c.seeds} | {candidates} | {chosen} |")
     return [*lines, ""]
 
 

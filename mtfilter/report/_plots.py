@@ -14,6 +14,7 @@ from mtfilter.report._methods import MethodResult
 from mtfilter.report._stats import LAYOUTS, WidthComparison
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
+CURVE_TAGS = {"batch": "train/batch_loss_min"}  # metric -> its TensorBoard tag, if not METRIC/loss
 
 
 def plot_all(
@@ -154,9 +155,10 @@ def _curves(
     for row in chosen:
         accumulator = EventAccumulator(row["log_dir"], size_guidance={"scalars": 0})
         accumulator.Reload()
-        if f"{metric}/loss" not in accumulator.Tags()["scalars"]:
+        tag = CURVE_TAGS.get(metric, f"{metric}/loss")
+        if tag not in accumulator.Tags()["scalars"]:
             continue
-        events = accumulator.Scalars(f"{metric}/loss")
+        events = accumulator.Scalars(tag)
         layout = row.get(layout_key)
         style = "-" if row.get(width_key) == smallest else "--"
         label = f"{layout}, {width_key.rsplit('.', 1)[-1]} {row.get(width_key)}"

@@ -4,7 +4,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scipy import stats
@@ -64,6 +64,7 @@ class WidthComparison:
     epoch: dict[str, EpochRange]  # layout -> the seeds' best epochs
     parameters: dict[str, float]  # layout -> parameters of one model
     gap: Estimate | None  # mt - st over the seeds both have
+    unconverged: dict[str, int] = field(default_factory=dict)  # layout -> seeds not converged
 
 
 def compare(
@@ -86,7 +87,7 @@ def compare(
         comparisons = []
         for width in sorted(widths, key=sort_key):
             by_layout = widths[width]
-            loss, epoch, parameters = {}, {}, {}
+            loss, epoch, parameters, unconverged = {}, {}, {}, {}
             for layout, seeds in by_layout.items():
                 values = [r[f"{metric}_loss_best"] for r in seeds.values()]
                 loss[layout] = Estimate.of(values, nonnegative=True)
@@ -94,6 +95,7 @@ def compare(
                     [r[f"{metric}_loss_best_epoch"] for r in seeds.values()]
                 )
                 parameters[layout] = next(iter(seeds.values()))["parameters_total"]
+                unconverged[layout] = sum(not converged(r, metric) for r in seeds.values())
             gap = None
             if all(layout in by_layout for layout in LAYOUTS):
                 common = sorted(set(by_layout["st"]) & set(by_layout["mt"]), key=str)
@@ -103,9 +105,25 @@ def compare(
                         - by_layout["st"][s][f"{metric}_loss_best"]
                         for s in common
                     ])  # fmt: skip
-            comparisons.append(WidthComparison(width, loss, epoch, parameters, gap))
+            comparisons.append(WidthComparison(width, loss, epoch, parameters, gap, unconverged))
         result[section] = comparisons
     return result
+
+
+# Without a convergence check in the run, a best epoch in the last tenth of the epochs counts as
+# not converged: the loss was still falling when training ended.
+LATE_FRACTION = 0.1
+
+
+def converged(row: dict[str, Any], metric: str) -> bool:
+    """Whether a run converged: its convergence check's verdict where it had one, else whether
+    its best epoch lies before the last tenth of its epochs."""
+    if row.get("converged") is not None:
+        return bool(row["converged"])
+    best, epochs = row.get(f"{metric}_loss_best_epoch"), row.get("epochs")
+    if best is None or not epochs:
+        return False
+    return best <= epochs * (1 - LATE_FRACTION)
 
 
 def verdict(gap: Estimate) -> str:

@@ -46,6 +46,7 @@ def sweep(
     workers: int | None = None,
     runs_per_gpu: int = 1,
     submitit: SubmititOptions | None = None,
+    report: dict[str, Value] | None = None,
     dry_run: bool = False,
 ) -> int:
     """Run every point of a grid of fit settings as its own fit, then write the report.
@@ -69,6 +70,9 @@ def sweep(
             `runs_per_gpu` per GPU.
         runs_per_gpu: Runs sharing each GPU locally.
         submitit: Cluster settings for `executor: submitit`.
+        report: Settings of the report written at the end, kept in the folder so that
+            `mtfilter report FOLDER` uses them too: e.g. `{metric: batch}`, or `{select_key:
+            model.optimizer, selection_seeds: [0, 1]}` (see `mtfilter report --help`).
         dry_run: List the runs and their commands; run and write nothing.
     """
     started = time.monotonic()
@@ -82,6 +86,7 @@ def sweep(
     definition = {
         "base": str(base.absolute), "base_config": Path(base.absolute).read_text(),
         "grid": grid, "settings": settings, "stack_seeds": stack_seeds,
+        "report": _plain(report or {}),
     }  # fmt: skip
     todo = prepare(folder_path, runs, definition)
     total = len(runs)
@@ -113,9 +118,9 @@ def sweep(
     elif todo:
         completed = run_with_submitit(todo, folder_path, submitit or SubmititOptions(), on_done)
 
-    from mtfilter.report import report  # matplotlib is imported only when reporting
+    from mtfilter.report import report as write_report  # matplotlib only when reporting
 
-    written = report(folder_path)
+    written = write_report(folder_path)
     # the tally comes from the runs' own summaries, not from what this process saw
     states = [reconcile(folder_path / run.name) for run in runs]
     failed = [s for s in states if s.status in FAILED]

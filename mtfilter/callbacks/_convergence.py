@@ -1,0 +1,114 @@
+"""Convergence: whether a fit's best loss has stopped improving, recorded per replica, and an
+optional stop once every replica has converged."""
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from mtfilter.module import BitMappingModule
+
+
+class ConvergenceStop(Callback):
+    """Convergence of `monitor`: converged once its best value improved by less than
+    `max(rel_tol x best, abs_tol)` over the last `patience` epochs. Checked every `check_every`
+    epochs for each stacked replica; with `stop`, training ends when every replica converged.
+
+    Written by hand because Lightning's EarlyStopping watches one logged value (a host sync
+    every epoch here), with an absolute `min_delta` only, and decides for the whole model; this
+    reads the device-side epoch log at its checks only and decides per replica. Checks fall on
+    fixed epochs, so a resumed fit stops exactly where an uninterrupted one would.
+
+    Args:
+        monitor: Epoch-log key to watch (the exact full-dataset loss by default).
+        patience: Epochs over which the best value must improve; 0 turns the check off.
+        rel_tol: Smallest improvement that counts, relative to the best value before.
+        abs_tol: Smallest improvement that counts in any case (losses near 0 keep improving
+            by ever smaller relative steps).
+        check_every: Epochs between checks (each reads the history: one host sync).
+        stop: End training once every replica has converged; without it, convergence is only
+            recorded (as for the original's fixed 10,000 epochs).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        patience: int = 1000,
+        rel_tol: float = 0.01,
+        abs_tol: float = 1e-4,
+        check_every: int = 100,
+        stop: bool = True,
+    ) -> None:
+        if patience < 0 or check_every < 1 or rel_tol < 0 or abs_tol < 0:
+            raise ValueError(
+                "convergence: patience and the tolerances must be >= 0 and check_every >= 1, "
+                f"got patience={patience}, rel_tol={rel_tol}, abs_tol={abs_tol}, "
+                f"check_every={check_every}"
+            )
+        self.monitor, self.patience = monitor, patience
+        self.rel_tol, self.abs_tol = rel_tol, abs_tol
+        self.check_every, self.stop = check_every, stop
+        self.converged_epochs: list[int | None] = []  # per replica: the check that found it
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        replicas = len(pl_module.seeds)  # type: ignore[attr-defined]
+        if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
+            self.converged_epochs = [None] * replicas
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if not self.enabled or epoch % self.check_every or epoch <= self.patience:
+            return
+        assert isinstance(pl_module, BitMappingModule)
+        pl_module.publish_epoch_log()  # the history up to this epoch, on the host
+        epochs, values = pl_module.epoch_log.history(self.monitor)  # (E,), (E, R)
+        for replica, found in enumerate(self.converged_epochs):
+            if found is None and converged(values[:, replica], epochs, epoch, self):
+                self.converged_epochs[replica] = epoch
+        done = all(e is not None for e in self.converged_epochs)
+        if self.stop and done and not trainer.should_stop:
+            rank_zero_info(
+                f"converged at epoch {epoch}: best {self.monitor} improved by less than "
+                f"{self.rel_tol:g} (relative) over the last {self.patience} epochs"
+            )
+            trainer.should_stop = True
+
+    def summary(self, replica: int) -> dict[str, Any]:
+        """The criterion and its outcome for one replica, for the run summary."""
+        found = self.converged_epochs[replica] if replica < len(self.converged_epochs) else None
+        return {
+            "converged": (found is not None) if self.enabled else None,
+            "epoch": found,
+            "monitor": self.monitor,
+            "patience": self.patience,
+            "rel_tol": self.rel_tol,
+            "abs_tol": self.abs_tol,
+        }
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"converged_epochs": list(self.converged_epochs)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.converged_epochs = list(state_dict.get("converged_epochs", []))
+
+
+def converged(values: np.ndarray, epochs: np.ndarray, epoch: int, rule: ConvergenceStop) -> bool:
+    """Whether the best of `values` up to `epoch` improved by less than the tolerance over the
+    last `rule.patience` epochs (NaN epochs never count as best)."""
+    clean = np.where(np.isnan(values), np.inf, values)
+    now = clean[epochs <= epoch].min(initial=np.inf)
+    before = clean[epochs <= epoch - rule.patience].min(initial=np.inf)
+    if not np.isfinite(before):
+        return False
+    return before - now < max(rule.rel_tol * abs(before), rule.abs_tol)
