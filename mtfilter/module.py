@@ -281,6 +281,8 @@ class BitMappingModule(L.LightningModule):
         self._replica_writers: list[SummaryWriter] = []
         self._purge_from: int | None = None  # epoch from which earlier event files are stale
         self._restored_gradients: dict[str, Tensor] | None = None  # accumulated, from last.ckpt
+        self._lr_scale = [1.0] * len(seeds)  # per replica (see scale_learning_rate)
+        self._update_weights: list[Tensor] | None = None  # per parameter; None: all scales 1
 
     @override
     def __setattr__(self, name: str, value: Any) -> None:
@@ -327,12 +329,53 @@ class BitMappingModule(L.LightningModule):
                 optimizer.zero_grad(set_to_none=True)
             self._backward(loss_per_bit)
             self._average_gradients()
-            optimizer.step()
+            if self._update_weights is None:
+                optimizer.step()
+            else:
+                self._scaled_step(optimizer)
             if self._updates_after_step:
                 self._update_scalarizers(indices, targets)
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
         self._finish_epoch()
+
+    def scale_learning_rate(self, replica: int, factor: float) -> None:
+        """Multiply one stacked replica's learning rate by `factor` (the convergence check's
+        drops on a plateau), leaving the others as they are.
+
+        Replicas share the optimizer's parameter groups, so the step itself is scaled: after
+        it, each replica's parameters move `scale` times as far, `p = before + scale * (p -
+        before)`. For optimizers whose step is proportional to the learning rate given their
+        state (SGD with momentum, Adam, AdamW, RMSprop) that is exactly a learning rate of
+        `scale * lr`, and a stacked replica still trains as its separate run would.
+        """
+        self._lr_scale[replica] *= factor
+        if all(scale == 1.0 for scale in self._lr_scale):
+            self._update_weights = None
+            return
+        scale = torch.tensor(self._lr_scale, device=self.device)
+        replicas = len(self.seeds)
+        weights = []
+        for name, parameter in self.named_parameters():
+            if name.startswith("scalarizers."):  # one module per replica
+                weights.append(scale[int(name.split(".")[1])].reshape([1] * parameter.dim()))
+            else:  # stacked replica-major on the leading axis
+                per = scale.repeat_interleave(parameter.shape[0] // replicas)
+                weights.append(per.view(-1, *[1] * (parameter.dim() - 1)))
+        self._update_weights = weights
+
+    @property
+    def lr_scale(self) -> list[float]:
+        """Each replica's learning-rate factor (1 unless the convergence check dropped it)."""
+        return list(self._lr_scale)
+
+    def _scaled_step(self, optimizer: Any) -> None:
+        assert self._update_weights is not None
+        parameters = [p.data for p in self.parameters()]
+        before = [p.clone() for p in parameters]
+        optimizer.step()
+        torch._foreach_lerp_(before, parameters, self._update_weights)  # before + w (p - before)
+        torch._foreach_copy_(parameters, before)
 
     def _average_gradients(self) -> None:
         """Average gradients over DDP processes after each backward.
@@ -660,6 +703,8 @@ class BitMappingModule(L.LightningModule):
             "epoch_log": self.epoch_log.state_dict(),
             "log_dir": self._log_dir(),  # where that history was published
         }
+        if self._update_weights is not None:
+            checkpoint["mtfilter"]["lr_scale"] = self.lr_scale
         if self.hparams.accumulate_gradients:  # the running sum is training state here
             checkpoint["mtfilter"]["gradients"] = {
                 name: p.grad.detach().clone() for name, p in self.named_parameters()
@@ -681,6 +726,9 @@ class BitMappingModule(L.LightningModule):
         self.epoch_log.load_state_dict(state, published=here)
         # set in on_train_start: the Trainer zeroes gradients between restoring and training
         self._restored_gradients = saved.get("gradients")
+        for replica, scale in enumerate(saved.get("lr_scale", [])):
+            if scale != 1.0:
+                self.scale_learning_rate(replica, scale / self._lr_scale[replica])
         if here and self.epoch_log.num_epochs:
             self._purge_from = int(self.epoch_log.last_epoch) + 1
 

@@ -56,3 +56,58 @@ def test_a_resumed_fit_stops_where_an_uninterrupted_one_does(run_dir):
 def test_off_records_nothing(run_dir):
     summary = read_summary(log_dir(tiny_fit("--convergence.patience", "0")))
     assert summary["convergence"]["converged"] is None and summary["epochs"] == 50
+
+
+def test_a_plateau_drops_the_learning_rate_before_it_counts_as_converged(run_dir):
+    folder = log_dir(tiny_fit(*CHECK, "--convergence.lr_drops", "2"))
+    convergence = read_summary(folder)["convergence"]
+    drops = convergence["lr_drop_epochs"]
+    assert len(drops) == 2 and drops[0] < drops[1] < convergence["epoch"]
+    assert drops[1] - drops[0] >= 50  # a plateau at the new rate: patience epochs after the drop
+
+
+def test_a_resumed_fit_keeps_its_dropped_learning_rate(run_dir):
+    args = ["--convergence.lr_drops", "2", *CHECK]  # CHECK ends with --trainer.max_epochs
+    straight = read_summary(log_dir(tiny_fit(*args)))
+    after_first_drop = straight["convergence"]["lr_drop_epochs"][0] + 20
+    first = tiny_fit(*args[:-2], "--trainer.max_epochs", str(after_first_drop))
+    resumed = tiny_fit(*args, "--ckpt_path", str(log_dir(first) / "checkpoints/last.ckpt"))
+    summary = read_summary(log_dir(resumed))
+    assert summary["convergence"] == straight["convergence"]
+    assert summary["val"]["loss_best"] == pytest.approx(straight["val"]["loss_best"], rel=1e-6)
+
+
+def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
+    """Replica 1 of a stacked run at a tenth of the learning rate trains as a separate run
+    with that rate (to rounding: the step is scaled after it is taken)."""
+    import torch
+
+    from mtfilter.lightning_cli import MtfilterCLI
+    from tests.conftest import TINY
+
+    def trained(args: list[str], scale_replica: int | None):
+        common = ["--config", str(TINY), "--trainer.max_epochs", "30"]
+        cli = MtfilterCLI(args=[*common, "--trainer.enable_model_summary", "false", *args],
+                          run=False)  # fmt: skip
+        if scale_replica is not None:
+            cli.model.scale_learning_rate(scale_replica, 0.1)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        return cli.model.net.eval()
+
+    stacked = trained(["--data.seeds", "[0, 1]"], scale_replica=1)
+    alone_1 = trained(["--seed_everything", "1", "--model.optimizer.init_args.lr", "0.001"], None)
+    alone_0 = trained(["--seed_everything", "0"], None)
+    for name, tensor in stacked.state_dict().items():
+        # A bias before BatchNorm has no effect and a zero gradient up to rounding, which Adam
+        # scales up to full steps: it and the running mean that follows it differ by noise.
+        if tensor.dim() == 0 or "linear.bias" in name or "running_mean" in name:
+            continue
+        close = {"rtol": 1e-4, "atol": 1e-5}
+        torch.testing.assert_close(tensor.view(2, -1)[1], alone_1.state_dict()[name].view(-1),
+                                   msg=name, **close)  # fmt: skip
+        torch.testing.assert_close(tensor.view(2, -1)[0], alone_0.state_dict()[name].view(-1))
+    indices = torch.arange(16)[None]
+    with torch.no_grad():  # with batch statistics (biases cancel), the functions agree
+        nets = [net.train() for net in (stacked, alone_1, alone_0)]
+        torch.testing.assert_close(nets[0](indices)[1], nets[1](indices)[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(nets[0](indices)[0], nets[2](indices)[0])

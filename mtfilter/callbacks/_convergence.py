@@ -1,5 +1,5 @@
-"""Convergence: whether a fit's best loss has stopped improving, recorded per replica, and an
-optional stop once every replica has converged."""
+"""Convergence: whether a fit's best loss has stopped improving, recorded per replica, with
+optional learning-rate drops on a plateau and a stop once every replica has converged."""
 
 from typing import Any
 
@@ -17,6 +17,12 @@ class ConvergenceStop(Callback):
     `max(rel_tol x best, abs_tol)` over the last `patience` epochs. Checked every `check_every`
     epochs for each stacked replica; with `stop`, training ends when every replica converged.
 
+    With `lr_drops`, a replica that reaches a plateau first has its learning rate multiplied
+    by `lr_drop_factor` (as ReduceLROnPlateau, per replica: see
+    `BitMappingModule.scale_learning_rate`) and trains on, up to `lr_drops` times; only a
+    plateau at its last learning rate counts as converged. A constant learning rate leaves a
+    loss floor set by the size of its steps; the drops let each run settle into its optimum.
+
     Written by hand because Lightning's EarlyStopping watches one logged value (a host sync
     every epoch here), with an absolute `min_delta` only, and decides for the whole model; this
     reads the device-side epoch log at its checks only and decides per replica. Checks fall on
@@ -31,6 +37,8 @@ class ConvergenceStop(Callback):
         check_every: Epochs between checks (each reads the history: one host sync).
         stop: End training once every replica has converged; without it, convergence is only
             recorded (as for the original's fixed 10,000 epochs).
+        lr_drops: Learning-rate drops on a plateau before a plateau counts as converged.
+        lr_drop_factor: What each drop multiplies the learning rate by.
     """
 
     def __init__(
@@ -41,8 +49,10 @@ class ConvergenceStop(Callback):
         abs_tol: float = 1e-4,
         check_every: int = 100,
         stop: bool = True,
+        lr_drops: int = 0,
+        lr_drop_factor: float = 0.1,
     ) -> None:
-        if patience < 0 or check_every < 1 or rel_tol < 0 or abs_tol < 0:
+        if patience < 0 or check_every < 1 or rel_tol < 0 or abs_tol < 0 or lr_drops < 0:
             raise ValueError(
                 "convergence: patience and the tolerances must be >= 0 and check_every >= 1, "
                 f"got patience={patience}, rel_tol={rel_tol}, abs_tol={abs_tol}, "
@@ -51,7 +61,9 @@ class ConvergenceStop(Callback):
         self.monitor, self.patience = monitor, patience
         self.rel_tol, self.abs_tol = rel_tol, abs_tol
         self.check_every, self.stop = check_every, stop
+        self.lr_drops, self.lr_drop_factor = lr_drops, lr_drop_factor
         self.converged_epochs: list[int | None] = []  # per replica: the check that found it
+        self.drop_epochs: list[list[int]] = []  # per replica: the checks that dropped its lr
 
     @property
     def enabled(self) -> bool:
@@ -62,6 +74,7 @@ class ConvergenceStop(Callback):
         replicas = len(pl_module.seeds)  # type: ignore[attr-defined]
         if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
             self.converged_epochs = [None] * replicas
+            self.drop_epochs = [[] for _ in range(replicas)]
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -72,7 +85,16 @@ class ConvergenceStop(Callback):
         pl_module.publish_epoch_log()  # the history up to this epoch, on the host
         epochs, values = pl_module.epoch_log.history(self.monitor)  # (E,), (E, R)
         for replica, found in enumerate(self.converged_epochs):
-            if found is None and converged(values[:, replica], epochs, epoch, self):
+            drops = self.drop_epochs[replica]
+            settled = epoch - (drops[-1] if drops else 0) >= self.patience  # since its last drop
+            if found is not None or not settled:
+                continue
+            if not converged(values[:, replica], epochs, epoch, self):
+                continue
+            if len(drops) < self.lr_drops:
+                drops.append(epoch)
+                pl_module.scale_learning_rate(replica, self.lr_drop_factor)
+            else:
                 self.converged_epochs[replica] = epoch
         done = all(e is not None for e in self.converged_epochs)
         if self.stop and done and not trainer.should_stop:
@@ -85,22 +107,32 @@ class ConvergenceStop(Callback):
     def summary(self, replica: int) -> dict[str, Any]:
         """The criterion and its outcome for one replica, for the run summary."""
         found = self.converged_epochs[replica] if replica < len(self.converged_epochs) else None
+        drops = self.drop_epochs[replica] if replica < len(self.drop_epochs) else []
         return {
             "converged": (found is not None) if self.enabled else None,
             "epoch": found,
+            "lr_drop_epochs": list(drops),
             "monitor": self.monitor,
             "patience": self.patience,
             "rel_tol": self.rel_tol,
             "abs_tol": self.abs_tol,
+            "lr_drops": self.lr_drops,
+            "lr_drop_factor": self.lr_drop_factor,
         }
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"converged_epochs": list(self.converged_epochs)}
+        return {
+            "converged_epochs": list(self.converged_epochs),
+            "drop_epochs": [list(drops) for drops in self.drop_epochs],
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.converged_epochs = list(state_dict.get("converged_epochs", []))
+        self.drop_epochs = [list(d) for d in state_dict.get("drop_epochs", [])]
+        if len(self.drop_epochs) != len(self.converged_epochs):
+            self.drop_epochs = [[] for _ in self.converged_epochs]
 
 
 def converged(values: np.ndarray, epochs: np.ndarray, epoch: int, rule: ConvergenceStop) -> bool:

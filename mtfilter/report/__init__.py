@@ -69,10 +69,16 @@ def report(
         keys = [k for k in keys if k != select_key]
     sections = compare(rows, keys, metric, width_key, layout_key)
     methods = compare_methods(rows, keys, metric, width_key, layout_key)
-    if methods:  # their own table; the seed table's shape is for plain st and mt
-        sections = {s: c for s, c in sections.items() if all(v is None for v in s)} or sections
+    if methods:  # their own table; the seed table's shape where both st and mt ran
+        sections = {
+            s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)
+        } or sections
     write_markdown(written[1], folder, keys, rows, sections, metric, width_key, layout_key,
                    methods, choices, select_key)  # fmt: skip
     written += plot_all(folder, sections, rows, metric, width_key.rsplit(".", 1)[-1],
                         layout_key, width_key, methods)  # fmt: skip
     return written
+
+
+def _both_layouts(comparisons: list[WidthComparison]) -> bool:
+    return any(c.gap is not None for c in comparisons)
