@@ -232,7 +232,7 @@ def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int]) -> str:
             seed = f"seed {one.get('seed')}: " if len(seeds) > 1 else ""
             lines.append(
                 f"  {seed}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
-                f"of {one.get('epochs')}"
+                f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
             )
     lines += [
         f"  {folder / SUMMARY_FILE}" + ("  (one per seed in seed_<s>/)" if len(seeds) > 1 else ""),
@@ -246,6 +246,14 @@ def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int]) -> str:
             f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
         )
     return "\n".join(lines)
+
+
+def _convergence_note(convergence: dict[str, Any] | None) -> str:
+    if not convergence or convergence.get("converged") is None:
+        return ""
+    if convergence["converged"]:
+        return f"; converged at epoch {convergence['epoch']}"
+    return "; not converged (still improving when it ended: not an optimum)"
 
 
 def _check_accelerator(accelerator: Any, devices: Any) -> None:
