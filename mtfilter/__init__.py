@@ -23,8 +23,9 @@ if TYPE_CHECKING:
         NonFiniteLossError,
     )
     from mtfilter.layers import GroupedEmbedding, GroupedLinear
+    from mtfilter.losses import per_bit_loss
     from mtfilter.model import BitMLP
-    from mtfilter.module import BitMappingModule, per_bit_loss
+    from mtfilter.module import BitMappingModule
 
 # public name -> the module that defines it
 _SOURCES = {
@@ -44,7 +45,7 @@ _SOURCES = {
     "GroupedLinear": "mtfilter.layers",
     "BitMLP": "mtfilter.model",
     "BitMappingModule": "mtfilter.module",
-    "per_bit_loss": "mtfilter.module",
+    "per_bit_loss": "mtfilter.losses",
 }
 
 __all__ = [

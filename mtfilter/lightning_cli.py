@@ -24,10 +24,11 @@ from mtfilter.callbacks import (
     RunSummary,
     StopOnInterrupt,
 )
+from mtfilter.checkpoints import check_checkpoint_compatible
 from mtfilter.data import BitMappingDataModule
 from mtfilter.errors import CheckpointMismatchError, ConfigError
 from mtfilter.folders import SUMMARY_FILE, read_json
-from mtfilter.module import DEFAULT_OPTIMIZER, BitMappingModule, check_checkpoint_compatible
+from mtfilter.module import DEFAULT_OPTIMIZER, BitMappingModule
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10000,  # the original experiment's

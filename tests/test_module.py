@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mtfilter import BitMappingModule, ConfigError, counter_rng, per_bit_loss
+from mtfilter.losses import evaluate
 
 BITS = 4
 
@@ -30,38 +31,36 @@ def test_per_bit_losses_match_their_definitions():
 
 
 def test_objective_sums_bits_and_logged_loss_is_their_mean():
-    model = module()
+    gradients = module().task_gradients
     loss_per_bit = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
-    assert float(model._objective(loss_per_bit, model._kept_terms())) == pytest.approx(1.0)
+    assert float(gradients.objective(loss_per_bit, gradients.kept_terms(0))) == pytest.approx(1.0)
 
 
 def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
-    model = module(loss_dropout=0.3, seeds=[0, 1])
+    gradients = module(loss_dropout=0.3, seeds=[0, 1]).task_gradients
     ones = torch.ones(2, BITS)
-    kept = []
-    for step in range(2000):
-        draws = counter_rng.uniform(model._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, step)
-        kept.append(draws >= 0.3)
-    kept = torch.stack(kept).float()
+    kept = torch.stack([gradients.kept_terms(step) for step in range(2000)]).float()
     assert abs(float(kept.mean()) - 0.7) < 0.02
     # objective at step 0 counts exactly the kept terms, unscaled
-    assert float(model._objective(ones, model._kept_terms())) == pytest.approx(float(kept[0].sum()))
+    objective = gradients.objective(ones, gradients.kept_terms(0))
+    assert float(objective) == pytest.approx(float(kept[0].sum()))
     # replica 1 drops what a separate run with seed 1 drops
-    alone = module(loss_dropout=0.3, seeds=[1])
-    assert float(alone._objective(ones[:1], alone._kept_terms())) == pytest.approx(
+    alone = module(loss_dropout=0.3, seeds=[1]).task_gradients
+    assert float(alone.objective(ones[:1], alone.kept_terms(0))) == pytest.approx(
         float(kept[0, 1].sum())
     )
 
 
 def test_a_dropped_bit_sends_no_gradient():
     model = module(layout="st", loss_dropout=0.5)
-    draws = counter_rng.uniform(model._loss_dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, 0)
+    gradients = model.task_gradients
+    draws = counter_rng.uniform(gradients.dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, 0)
     dropped = (draws < 0.5)[0]
     assert 0 < int(dropped.sum()) < BITS  # this seed drops some bits but not all at step 0
     indices = torch.arange(16)[None]
     targets = torch.rand(1, 16, BITS).round()
     loss_per_bit = per_bit_loss(model.net(indices), targets, "l1")
-    model._objective(loss_per_bit, model._kept_terms()).backward()
+    gradients.objective(loss_per_bit, gradients.kept_terms(0)).backward()
     head_grad = model.net.head.weight.grad  # (T, hidden, 1) in st
     for bit in range(BITS):
         assert bool((head_grad[bit] == 0).all()) == bool(dropped[bit])
@@ -77,7 +76,7 @@ def test_evaluation_figures_are_torchmetrics_definitions():
     model.eval()
     indices = torch.arange(16)[None]
     targets = torch.randint(0, 2, (1, 16, BITS), generator=torch.Generator().manual_seed(0)).float()
-    evaluation = model.evaluate(indices, targets)
+    evaluation = evaluate(model.net, indices, targets, "l1")
     probabilities = torch.sigmoid(model.net(indices).detach())  # (R, N, T)
     for replica in range(2):
         expected = multilabel_accuracy(
@@ -93,10 +92,9 @@ def test_evaluation_figures_are_torchmetrics_definitions():
     assert 0 < float(evaluation.accuracy.mean()) < 1  # a real mix of right and wrong bits
 
 
-def test_default_optimizer_is_the_originals_sgd():
+def test_default_optimizer_is_the_converged_modes_adam():
     optimizer = module().configure_optimizers()
-    assert isinstance(optimizer, torch.optim.SGD)
-    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["momentum"] == 0.9
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-2
 
 
 def test_seed_defaults_to_the_global_seed():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtfilter import BitMLP
-from mtfilter.module import check_checkpoint_compatible
+from mtfilter.checkpoints import check_checkpoint_compatible
 from tests.conftest import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 BITS, SAMPLES, IN_DIM, HIDDEN = 3, 16, 4, 8
@@ -76,9 +76,10 @@ def test_the_filter_trains_and_is_reported(run_dir):
     assert not torch.equal(weights["net.hidden.0.filter.scale"], torch.ones(1, 8, 4, 1))
 
 
-def test_checkpoints_from_before_the_filter_and_residual_options_still_load():
+def test_checkpoints_from_before_the_architecture_options_still_load():
     saved = {"data_fingerprint": "f", "num_bits": 4}  # written before the options existed
-    current = {"data_fingerprint": "f", "num_bits": 4, "task_filter": False, "residual": False}
+    current = {"data_fingerprint": "f", "num_bits": 4, "task_filter": False, "residual": False,
+               "shared_embedding": False}  # fmt: skip
     check_checkpoint_compatible({"hyper_parameters": saved}, current)
 
 

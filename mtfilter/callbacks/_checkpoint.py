@@ -13,7 +13,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from mtfilter.errors import NonFiniteLossError
-from mtfilter.module import BitMappingModule
+from mtfilter.publishing import RecordsEpochs, recording
 
 
 class BestEpochCheckpoint(ModelCheckpoint):
@@ -69,6 +69,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
         self._best_epoch: Tensor | None = None  # (R,)
         self._restored: dict[str, Any] | None = None
         self._cached_state_key: str | None = None
+        self._record: RecordsEpochs | None = None
 
     @property
     @override
@@ -89,8 +90,8 @@ class BestEpochCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert isinstance(pl_module, BitMappingModule)
-        replicas = len(pl_module.seeds)
+        self._record = recording(pl_module)  # checked once, read every epoch
+        replicas = len(self._record.seeds)
         state = pl_module.state_dict()  # detached tensors sharing the live storage
         self._names = [
             name
@@ -111,9 +112,10 @@ class BestEpochCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert isinstance(pl_module, BitMappingModule)
         assert self._best_score is not None and self._best_epoch is not None
-        current = pl_module.epoch_log.latest(self.monitor)  # (R,) on the device
+        assert self._record is not None
+        record = self._record
+        current = record.epoch_log.latest(self.monitor)  # (R,) on the device
         if current.device.type == "cpu":  # reading it costs no synchronisation here
             self._track_on_host(current, trainer.current_epoch + 1)
         else:
@@ -123,7 +125,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:
             due = trainer.strategy.broadcast(due)
         if due:
-            pl_module.publish_epoch_log()  # raises on NaN before anything is written
+            record.publish_epoch_log()  # raises on NaN before anything is written
             self._write(trainer, last=True)
 
     def _track_on_device(self, current: Tensor, epoch: int) -> None:

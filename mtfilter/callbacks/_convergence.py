@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from mtfilter.module import BitMappingModule
+from mtfilter.publishing import recording
 
 
 class ConvergenceStop(Callback):
@@ -71,7 +71,7 @@ class ConvergenceStop(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        replicas = len(pl_module.seeds)  # type: ignore[attr-defined]
+        replicas = len(recording(pl_module).seeds)
         if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
             self.converged_epochs = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
@@ -81,9 +81,9 @@ class ConvergenceStop(Callback):
         epoch = trainer.current_epoch + 1
         if not self.enabled or epoch % self.check_every or epoch <= self.patience:
             return
-        assert isinstance(pl_module, BitMappingModule)
-        pl_module.publish_epoch_log()  # the history up to this epoch, on the host
-        epochs, values = pl_module.epoch_log.history(self.monitor)  # (E,), (E, R)
+        record = recording(pl_module)
+        record.publish_epoch_log()  # the history up to this epoch, on the host
+        epochs, values = record.epoch_log.history(self.monitor)  # (E,), (E, R)
         for replica, found in enumerate(self.converged_epochs):
             drops = self.drop_epochs[replica]
             settled = epoch - (drops[-1] if drops else 0) >= self.patience  # since its last drop
@@ -93,7 +93,7 @@ class ConvergenceStop(Callback):
                 continue
             if len(drops) < self.lr_drops:
                 drops.append(epoch)
-                pl_module.scale_learning_rate(replica, self.lr_drop_factor)
+                record.scale_learning_rate(replica, self.lr_drop_factor)
             else:
                 self.converged_epochs[replica] = epoch
         done = all(e is not None for e in self.converged_epochs)

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from tqdm import tqdm
 from typing_extensions import override
 
-from mtfilter.module import BitMappingModule
+from mtfilter.publishing import recording
 
 
 class EpochProgressBar(ProgressBar):
@@ -67,16 +67,17 @@ class EpochProgressBar(ProgressBar):
             self._refresh(trainer, pl_module)
 
     def _refresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert self._bar is not None and isinstance(pl_module, BitMappingModule)
+        assert self._bar is not None
+        record = recording(pl_module)
         self._last_refresh = time.monotonic()
-        pl_module.publish_epoch_log(check_finite=False)  # rank 0 only: the ranks stop together
-        values, epochs = pl_module.epoch_log.best(self.monitor)
+        record.publish_epoch_log(check_finite=False)  # rank 0 only: the ranks stop together
+        values, epochs = record.epoch_log.best(self.monitor)
         if len(values) == 1:
             postfix = f"best {self.monitor} {values[0]:.4f} @ {epochs[0]}"
         else:
             postfix = f"best {self.monitor} {np.mean(values):.4f} (mean of {len(values)} seeds)"
         self._bar.set_postfix_str(postfix, refresh=False)
-        self._bar.update(pl_module.epoch_log.num_epochs - self._bar.n)
+        self._bar.update(record.epoch_log.num_epochs - self._bar.n)
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,0 +1,170 @@
+"""How one step's per-bit losses become gradients: the objective (their sum or mean, Cost-Out,
+or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian;
+and the conflict telemetry read off that same Jacobian."""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torchjd.aggregation import Aggregator
+
+from mtfilter import counter_rng, multitask
+from mtfilter.errors import ConfigError
+from mtfilter.losses import LossName, Reduction, per_bit_loss
+from mtfilter.model import BitMLP
+
+
+class TaskGradients:
+    """The multitask side of a training step, for a `BitMLP` and its stacked replicas.
+
+    Args:
+        net: The model.
+        seeds: One per stacked replica (Cost-Out draws per replica and step).
+        reduction: `sum` or `mean` of the per-bit loss terms.
+        loss_dropout: Cost-Out: each bit's term dropped with this probability per step. Cost-Out
+            is the note's authors' own method (docs/original.md).
+        aggregator: A TorchJD aggregator of the shared parameters' per-task gradients.
+        scalarizers: One TorchJD scalarizer per replica (`multitask.replica_scalarizers`).
+        telemetry_interval: Steps between conflict measurements (0: none).
+    """
+
+    def __init__(
+        self,
+        net: BitMLP,
+        seeds: list[int],
+        reduction: Reduction,
+        loss_dropout: float,
+        aggregator: Aggregator | None,
+        scalarizers: nn.ModuleList | None,
+        telemetry_interval: int,
+    ) -> None:
+        self.net, self.num_replicas = net, len(seeds)
+        self.num_bits = net.num_bits
+        self.term_scale = 1.0 if reduction == "sum" else 1.0 / net.num_bits
+        self.loss_dropout = loss_dropout
+        self.aggregator, self.scalarizers = aggregator, scalarizers
+        self.telemetry_interval = telemetry_interval
+        self.conflicts = multitask.ConflictRecord()
+        # (R, T) per-bit keys of the loss-dropout stream
+        self.dropout_keys = counter_rng.element_keys(counter_rng.seed_keys(seeds), net.num_bits)
+        self.shared = net.shared_parameters()
+        self.task_params = net.task_parameters()
+        # Decided once by `setup`, not re-derived every step.
+        self.telemetry_every = 0
+        self.aggregates = False
+        self.updates_after_step = False
+
+    def setup(self, precision: str, device: torch.device) -> None:
+        """Check the methods against the trainer's precision and decide what each step does."""
+        self.dropout_keys = self.dropout_keys.to(device)
+        self.shared, self.task_params = self.net.shared_parameters(), self.net.task_parameters()
+        # The per-task Jacobian is a vmapped backward, which fails on autocast graphs.
+        mixed_precision = precision not in ("32-true", "64-true")
+        if mixed_precision and self.telemetry_interval > 0 and self.shared:
+            rank_zero_info(f"no conflict telemetry under precision {precision}")
+        measures = bool(self.shared) and self.num_bits > 1 and not mixed_precision
+        self.telemetry_every = self.telemetry_interval if measures else 0
+        self.updates_after_step = self.scalarizers is not None and (
+            multitask.needs_update_after_step(self.scalarizers)
+        )
+        self.aggregates = False
+        if self.aggregator is None:
+            return
+        if not self.shared:
+            rank_zero_info(
+                f"layout {self.net.layout} shares no parameter between bits: "
+                f"model.aggregator ({self.aggregator}) has nothing to aggregate; plain training"
+            )
+            return
+        if mixed_precision:
+            raise ConfigError(
+                f"model.aggregator does not support trainer.precision={precision}: "
+                "the per-task Jacobian cannot be taken through autocast; use 32-true"
+            )
+        self.aggregator.to(device)
+        self.aggregates = True
+        rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
+
+    def backward(
+        self,
+        loss_per_bit: Tensor,
+        step: int,
+        epoch: int,
+        backward: Callable[[Tensor], None],
+        reduce: Callable[[Tensor], Tensor] | None,
+    ) -> None:
+        """Gradients of one step: of the objective, or with the shared parameters' update from
+        the aggregator; the conflict figures when they are due.
+
+        `backward` is Lightning's `manual_backward`; `reduce` averages over DDP processes (None
+        on one process): the aggregator and the telemetry see the whole global batch.
+        """
+        kept = self.kept_terms(step)  # (R, T) bool, or None
+        if self.term_scale != 1.0:  # mean reduction: every term, and its gradient, / num_bits
+            loss_per_bit = loss_per_bit * self.term_scale
+        if self.scalarizers is not None:
+            objective = multitask.scalarize(self.scalarizers, loss_per_bit)
+        else:
+            objective = self.objective(loss_per_bit, kept)
+        due = self.telemetry_every > 0 and step % self.telemetry_every == 0
+        if not (self.aggregates or due):
+            backward(objective)
+            return
+        matrices = multitask.per_replica_jacobian(loss_per_bit, self.shared, self.num_replicas)
+        if reduce is not None:
+            matrices = reduce(matrices)
+        if kept is not None:
+            matrices = matrices * kept[..., None]  # a dropped task sends no gradient
+        if due:
+            self.conflicts.add(epoch, *multitask.conflict_figures(matrices))
+        if not self.aggregates:
+            backward(objective)
+            return
+        assert self.aggregator is not None
+        torch.autograd.backward(objective, inputs=self.task_params)
+        directions = multitask.aggregate(matrices, self.aggregator)  # (R, P)
+        multitask.set_shared_gradients(directions, self.shared)
+
+    @staticmethod
+    def objective(loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
+        """The training objective: the sum of the kept per-bit loss terms (R, T)."""
+        return loss_per_bit.sum() if kept is None else (loss_per_bit * kept).sum()
+
+    def kept_terms(self, step: int) -> Tensor | None:
+        """Cost-Out's draw for `step`: (R, T), True where a bit's loss term is kept."""
+        if self.loss_dropout == 0:
+            return None
+        draws = counter_rng.uniform(self.dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, step)
+        return draws >= self.loss_dropout  # dropped terms multiply by 0
+
+    @torch.no_grad()
+    def after_step(self, indices: Tensor, targets: Tensor, loss: LossName) -> None:
+        """FAMO's weight update, from the step's batch re-evaluated after the step."""
+        if not self.updates_after_step:
+            return
+        assert self.scalarizers is not None
+        with multitask.frozen_batch_norm_statistics(self.net):
+            after = per_bit_loss(self.net(indices), targets, loss)  # (R, T)
+        for scalarizer, row in zip(self.scalarizers, after, strict=True):
+            scalarizer.update(row)
+
+    def end_epoch(self) -> None:
+        if self.scalarizers is not None:
+            multitask.ends_epoch(self.scalarizers)
+
+    def summary(self, replica: int) -> dict[str, Any]:
+        """What the run did about the tasks' shared gradients, for its summary."""
+        keys = multitask.conflict_keys(self.num_bits)
+
+        def figures(rows: Tensor | None) -> dict[str, float]:
+            return {} if rows is None else dict(zip(keys, rows[replica].tolist(), strict=True))
+
+        return {
+            "aggregated": self.aggregator is not None and bool(self.shared),
+            "shared_parameters": sum(p.numel() for p in self.shared) // self.num_replicas,
+            "telemetry_interval": self.telemetry_every,
+            "conflict_mean": figures(self.conflicts.mean()),
+            "conflict_last": figures(self.conflicts.latest_row),
+        }

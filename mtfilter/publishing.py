@@ -1,0 +1,154 @@
+"""Publishing what a run records: the epoch log and the conflict telemetry move from the device
+to the loggers in batches, and a NaN or infinite figure stops the run.
+
+`RecordsEpochs` is what mtfilter's callbacks need from a LightningModule; they depend on it,
+not on `BitMappingModule`.
+"""
+
+import time
+from typing import Any, Protocol, runtime_checkable
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from torch.utils.tensorboard import SummaryWriter
+
+from mtfilter import tensorboard
+from mtfilter.epoch_log import EpochLog
+from mtfilter.errors import NonFiniteLossError
+from mtfilter.multitask import ConflictRecord
+
+
+class EpochPublisher:
+    """Writes the epoch log's new rows and the conflict figures to every logger (TensorBoard:
+    one event per epoch and replica; others: `log_metrics`), at most every `interval_s` seconds
+    during training: each publish pulls the log to the host, one sync.
+
+    With stacked replicas TensorBoard gets one run per replica, `seed_<s>/`, with the same tags.
+    """
+
+    interval_s = 2.0
+
+    def __init__(self, epoch_log: EpochLog, conflicts: ConflictRecord, seeds: list[int]) -> None:
+        self.epoch_log, self.conflicts, self.seeds = epoch_log, conflicts, seeds
+        self.conflict_keys: list[str] = []
+        self.purge_from: int | None = None  # earlier event files' epochs from here are stale
+        self._last = time.monotonic()
+        self._non_finite: str | None = None  # the first NaN/inf seen, until raised
+        self._replica_writers: list[SummaryWriter] = []
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last > self.interval_s
+
+    def publish(self, loggers: list[Logger], writes: bool, check_finite: bool = True) -> None:
+        """Pull recorded epochs to the host, write them (`writes`: this is rank 0), and stop on
+        NaN/inf. With `check_finite=False` a non-finite value is only noted, and raised at the
+        next checked call: under DDP every rank checks at the same epochs, so all stop together.
+        """
+        self._last = time.monotonic()
+        self.epoch_log.pull()
+        epochs, values = self.epoch_log.take_unpublished()  # (E,), (E, R, K)
+        if self.purge_from is not None and writes:
+            for writer in self._all_writers(loggers):
+                tensorboard.purge_from(writer, self.purge_from)
+            self.purge_from = None
+        if len(epochs) > 0:
+            if writes:
+                self._write_rows(loggers, self.epoch_log.keys, epochs, values)
+            self._note_non_finite(epochs, values)
+        conflict_epochs, conflicts = self.conflicts.take()  # (E, R, K)
+        if conflicts is not None and writes:
+            self._write_rows(loggers, self.conflict_keys, np.array(conflict_epochs),
+                             conflicts.numpy())  # fmt: skip
+            self._write_cosine_images(loggers, conflict_epochs[-1])
+        if check_finite and self._non_finite is not None:
+            raise NonFiniteLossError(self._non_finite)
+
+    def _note_non_finite(self, epochs: np.ndarray, values: np.ndarray) -> None:
+        bad = ~np.isfinite(values)
+        if bad.any() and self._non_finite is None:
+            row, replica, key = np.argwhere(bad)[0]
+            self._non_finite = (
+                f"{self.epoch_log.keys[key]} became {values[row, replica, key]} at epoch "
+                f"{epochs[row]} (seed {self.seeds[replica]}): training stopped. Lower the "
+                "learning rate or check the configuration; the best checkpoint and summary "
+                "of the epochs before are kept."
+            )
+
+    def writers(self, logger: TensorBoardLogger) -> list[SummaryWriter]:
+        """One writer per replica: the run's own for a single replica, else `seed_<s>/` folders
+        so TensorBoard shows each replica as its own run with the same tags."""
+        if len(self.seeds) == 1:
+            return [logger.experiment]
+        if not self._replica_writers:
+            self._replica_writers = [
+                SummaryWriter(f"{logger.log_dir}/seed_{seed}") for seed in self.seeds
+            ]
+        return self._replica_writers
+
+    def flush(self) -> None:
+        for writer in self._replica_writers:
+            writer.flush()
+
+    def _all_writers(self, loggers: list[Logger]) -> list[SummaryWriter]:
+        return [w for lg in loggers if isinstance(lg, TensorBoardLogger) for w in self.writers(lg)]
+
+    def _write_rows(
+        self, loggers: list[Logger], keys: list[str], epochs: np.ndarray, values: np.ndarray
+    ) -> None:
+        for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for writer, replica_values in zip(
+                    self.writers(logger), values.transpose(1, 0, 2), strict=True
+                ):
+                    tensorboard.write_scalar_rows(writer, keys, epochs, replica_values)
+            else:
+                for epoch, row in zip(epochs.tolist(), values, strict=True):
+                    logger.log_metrics(_replica_metrics(keys, row, self.seeds), step=epoch)
+
+    def _write_cosine_images(self, loggers: list[Logger], epoch: int) -> None:
+        cosines = self.conflicts.latest_cosines
+        assert cosines is not None
+        matrices = cosines.float().cpu().numpy()
+        for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for writer, matrix in zip(self.writers(logger), matrices, strict=True):
+                    tensorboard.write_cosine_image(writer, "conflict/cosine", matrix, epoch)
+
+
+def _replica_metrics(keys: list[str], row: np.ndarray, seeds: list[int]) -> dict[str, float]:
+    """Flatten a (R, K) row into logger metrics, prefixed by seed when there are replicas."""
+    if len(seeds) == 1:
+        return dict(zip(keys, row[0].tolist(), strict=True))
+    return {
+        f"seed_{seed}/{key}": value
+        for seed, replica_row in zip(seeds, row, strict=True)
+        for key, value in zip(keys, replica_row.tolist(), strict=True)
+    }
+
+
+@runtime_checkable
+class RecordsEpochs(Protocol):
+    """What mtfilter's callbacks read from a LightningModule: its replicas' seeds, the epoch
+    log and its publishing, and what the run is, for its summary (`BitMappingModule` is one)."""
+
+    seeds: list[int]
+    num_bits: int
+    epoch_log: EpochLog
+    publisher: EpochPublisher
+
+    def publish_epoch_log(self, check_finite: bool = True) -> None: ...
+
+    def scale_learning_rate(self, replica: int, factor: float) -> None: ...
+
+    def run_description(self, replica: int) -> dict[str, Any]: ...
+
+
+def recording(pl_module: L.LightningModule) -> RecordsEpochs:
+    """`pl_module` as what the callbacks need, or one clear error."""
+    if not isinstance(pl_module, RecordsEpochs):
+        raise TypeError(
+            f"mtfilter's callbacks need a LightningModule that records its epochs (such as "
+            f"BitMappingModule), got {type(pl_module).__name__}"
+        )
+    return pl_module
