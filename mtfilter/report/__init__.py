@@ -10,7 +10,7 @@ from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._plots import plot_all
 from mtfilter.report._select import Choice, select
-from mtfilter.report._stats import Estimate, WidthComparison, compare, verdict
+from mtfilter.report._stats import Estimate, Report, WidthComparison, compare, verdict
 
 __all__ = [
     "Choice",
@@ -73,11 +73,11 @@ def report(
         sections = {
             s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)
         } or sections
-    write_markdown(written[1], folder, keys, rows, sections, metric, width_key, layout_key,
-                   methods, choices, select_key)  # fmt: skip
-    written += plot_all(folder, sections, rows, metric, width_key.rsplit(".", 1)[-1],
-                        layout_key, width_key, methods)  # fmt: skip
-    return written
+    table = Report(folder=folder, keys=keys, rows=rows, metric=metric, width_key=width_key,
+                   layout_key=layout_key, sections=sections, methods=methods, choices=choices,
+                   select_key=select_key)  # fmt: skip
+    write_markdown(written[1], table)
+    return written + plot_all(table)
 
 
 def _both_layouts(comparisons: list[WidthComparison]) -> bool:

@@ -12,6 +12,7 @@ from mtfilter.report._stats import (
     LAYOUTS,
     EpochRange,
     Estimate,
+    Report,
     WidthComparison,
     sort_key,
     verdict,
@@ -28,12 +29,10 @@ METRIC_TEXT = {
 UNCONVERGED = "†"
 
 
-def write_markdown(
-    path: Path, folder: Path, keys: list[str], rows: list[dict[str, Any]],
-    sections: dict[tuple, list[WidthComparison]], metric: str, width_key: str, layout_key: str,
-    methods: list[MethodResult] | None = None, choices: list[Choice] | None = None,
-    select_key: str | None = None,
-) -> None:  # fmt: skip
+def write_markdown(path: Path, report: Report) -> None:
+    folder, keys, rows, metric = report.folder, report.keys, report.rows, report.metric
+    width_key, layout_key, sections = report.width_key, report.layout_key, report.sections
+    methods, choices, select_key = report.methods, report.choices, report.select_key
     lines = [f"# Sweep results: {folder.name}", ""]
     statuses: dict[str, int] = {}
     for row in rows:

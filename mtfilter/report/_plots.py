@@ -4,25 +4,22 @@ against parameter count, with seed bands, and loss curves read back from TensorB
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend to set
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtfilter.report._methods import MethodResult
-from mtfilter.report._stats import LAYOUTS, WidthComparison
+from mtfilter.report._stats import LAYOUTS, Report, WidthComparison
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
 CURVE_TAGS = {"batch": "train/batch_loss_min"}  # metric -> its TensorBoard tag, if not METRIC/loss
 
 
-def plot_all(
-    folder: Path, sections: dict[tuple, list[WidthComparison]], rows: list[dict[str, Any]],
-    metric: str, width_name: str, layout_key: str, width_key: str,
-    methods: list[MethodResult] | None = None,
-) -> list[Path]:  # fmt: skip
-    """Write every figure into `folder`; returns their paths."""
+def plot_all(report: Report) -> list[Path]:
+    """Write every figure into the report's folder; returns their paths."""
+    folder, sections, rows, metric = report.folder, report.sections, report.rows, report.metric
+    width_name, layout_key, width_key = report.width_name, report.layout_key, report.width_key
+    methods = report.methods
     numeric = {
         section: [c for c in comps if isinstance(c.width, int | float)]
         for section, comps in sections.items()
@@ -59,12 +56,13 @@ def _method_style(method: str, index: int) -> dict[str, Any]:
     if method in COLORS:  # the two baselines stand out
         return {"color": COLORS[method], "linewidth": 2.5, "marker": "o"}
     # tab20 without its first four (st's and mt's blue and orange, and their light shades)
-    color = plt.get_cmap("tab20")(4 + index % 16)
+    color = colormaps["tab20"](4 + index % 16)
     return {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
 
 
 def _methods(path: Path, results: list[MethodResult], metric: str, width_name: str) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
     for index, (method, points) in enumerate(_by_method(results).items()):
         ax.plot([p.width for p in points], [p.loss.mean for p in points], label=method,
                 **_method_style(method, index))  # fmt: skip
@@ -76,7 +74,8 @@ def _methods(path: Path, results: list[MethodResult], metric: str, width_name: s
 
 
 def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 2)
     for index, (method, points) in enumerate(_by_method(results).items()):
         points = [p for p in points if p.conflict_fraction is not None]
         if not points:
@@ -99,7 +98,8 @@ def _loss(
     path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str,
     x_axis: str,
 ) -> Path:  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for section, comps in sections.items():
         label_suffix = f" {section}" if section else ""
         for layout in LAYOUTS:
@@ -127,7 +127,8 @@ def _loss(
 def _gap(
     path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str
 ) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for section, comps in sections.items():
         points = [c for c in comps if c.gap is not None]
         xs = [c.width for c in points]
@@ -151,7 +152,8 @@ def _curves(
     if not chosen:
         return None
     smallest = min(row.get(width_key) for row in chosen)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for row in chosen:
         accumulator = EventAccumulator(row["log_dir"], size_guidance={"scalars": 0})
         accumulator.Reload()
@@ -192,5 +194,4 @@ def _save(fig: Any, ax: Any, path: Path, legend: dict[str, Any] | None = None) -
         ax.legend(**(legend or {}))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

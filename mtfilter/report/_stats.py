@@ -5,6 +5,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scipy import stats
@@ -65,6 +66,26 @@ class WidthComparison:
     parameters: dict[str, float]  # layout -> parameters of one model
     gap: Estimate | None  # mt - st over the seeds both have
     unconverged: dict[str, int] = field(default_factory=dict)  # layout -> seeds not converged
+
+
+@dataclass
+class Report:
+    """What results.md and the plots are made of: the sweep's rows and their comparisons."""
+
+    folder: Path
+    keys: list[str]  # the varied keys (the chosen one of `select_key` left out)
+    rows: list[dict[str, Any]]  # one per run and seed (the chosen setting's, with a selection)
+    metric: str  # val, train or batch
+    width_key: str
+    layout_key: str
+    sections: dict[tuple, list["WidthComparison"]]  # the other keys' values -> widths
+    methods: list[Any] = field(default_factory=list)  # MethodResult
+    choices: list[Any] = field(default_factory=list)  # Choice
+    select_key: str | None = None
+
+    @property
+    def width_name(self) -> str:
+        return self.width_key.rsplit(".", 1)[-1]
 
 
 def compare(

@@ -16,11 +16,10 @@ from mtfilter.parse_errors import check_config_file
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
     Run,
-    check_and_measure,
     describe,
     estimated_cost,
     plan_runs,
-    resolve,
+    preflight,
     run_settings,
     should_stack,
     split_seeds,
@@ -166,9 +165,10 @@ def plan(
 
 def _resolve_run(base: Path, run: Run, settings: dict[str, Any]) -> None:
     run.settings = run_settings(run, settings)
-    run.config, parsed = resolve(base, run.settings, grid=list(run.values))
     try:
-        run.parameters, run.table_parameters = check_and_measure(parsed)
+        run.config, parsed, run.parameters, run.table_parameters = preflight(
+            base, run.settings, grid=list(run.values)
+        )
     except ConfigError as error:
         raise ConfigError(f"run {run.name}: {error}") from None
     run.cost = estimated_cost(parsed, run.parameters, run.table_parameters, len(run.seeds))

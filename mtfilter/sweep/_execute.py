@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtfilter.folders import FIT_CONFIG, LOG_FILE, SUMMARY_FILE
-from mtfilter.sweep._state import FINISHED, RunLock, RunState, read_summary, reconcile
+from mtfilter.summaries import read_status
+from mtfilter.sweep._state import FINISHED, RunLock, RunState, reconcile
 
 # Seconds between checks of a run folder locked by another process.
 LOCK_POLL_S = 1.0
@@ -99,14 +100,14 @@ def _run_locked(
             on_start(process)
         code = process.wait()
     written = _written_since(folder / SUMMARY_FILE, state.started)
-    summary = read_summary(folder) if written else {}
+    outcome, error = read_status(folder) if written else (None, None)
     # The fit's summary is the truth: a completed fit stays completed whatever happened to its
     # process after it wrote it (a Ctrl-C landing during its last moments, say).
-    status = summary.get("status") or ("stopped" if code == -signal.SIGINT else "failed")
+    status = outcome or ("stopped" if code == -signal.SIGINT else "failed")
     state = RunState.load(folder)
     state.status, state.ended = status, time.time()
     if status != FINISHED:
-        state.error = summary.get("error") or _error_in_log(folder / LOG_FILE, attempt_start, code)
+        state.error = error or _error_in_log(folder / LOG_FILE, attempt_start, code)
     state.history.append(
         {"attempt": state.attempts, "status": status, "exit_code": code,
          "seconds": round(state.ended - (state.started or state.ended), 3)}

@@ -2,15 +2,12 @@
 fit configuration resolved and checked before anything starts."""
 
 import hashlib
-import importlib
 import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid, grid_keys, run_name
@@ -120,75 +117,33 @@ def run_settings(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-class _Parsed(Exception):
-    """Raised by the parse-only CLI once its arguments are parsed: nothing gets built."""
-
-    def __init__(self, cli: Any) -> None:
-        super().__init__()
-        self.cli = cli
-
-
-def resolve(base: Path, settings: dict[str, Any], grid: list[str] = ()) -> tuple[str, Any]:
-    """The fit configuration `mtfilter fit --config BASE --key value ...` would run, as YAML,
-    and its parsed form. Unknown keys and wrong types fail here, naming the key and whether it
-    came from the sweep's `grid` (keys in `grid`), its `settings` or the base config."""
-    from mtfilter.lightning_cli import MtfilterCLI  # imports this package: import when used
+def preflight(
+    base: Path, settings: dict[str, Any], grid: list[str] | tuple[str, ...] = ()
+) -> tuple[str, Any, int, int]:
+    """Everything `mtfilter fit --config BASE --key value ...` would build, checked without
+    building it (`PreflightCLI`: the fit's own parser, links and constructors, the model on the
+    `meta` device). Returns the resolved configuration as YAML, its parsed form, and one
+    replica's parameter counts outside the input tables and in them. A bad key or value fails
+    here, named with whether it came from the sweep's `grid` (keys in `grid`), its `settings` or
+    the base config."""
+    from mtfilter.lightning_cli import PreflightCLI  # imports this package: import when used
 
     def origin(key: str) -> str:
         if key in grid:
             return "in the sweep's grid"
         return "in the sweep's settings" if key in settings else f"in base config {base}"
 
-    class ParseOnly(MtfilterCLI):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed(self)
-
     args = ["--config", str(base)]
     for key, value in settings.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ParseOnly(args=args, origin=origin, run=False)
-    except _Parsed as parsed:
-        cli = parsed.cli
-        return cli.parser.dump(cli.config, skip_link_targets=True), cli.config
-    raise AssertionError("the parse-only CLI always stops after parsing")
-
-
-def check_and_measure(config: Any) -> tuple[int, int]:
-    """Build the run's data module and model as the fit would, the model's parameters on the
-    `meta` device (no memory, any size), so a bad setting fails before the sweep starts.
-    Returns one replica's parameter counts outside the input tables and in them."""
-    from mtfilter.data import BitMappingDataModule
-    from mtfilter.module import BitMappingModule
-
-    data = BitMappingDataModule(**config.data.as_dict())
-    model_args = {
-        k: v for k, v in config.model.as_dict().items() if k not in ("optimizer", "lr_scheduler")
-    }
-    for key in ("aggregator", "scalarizer"):  # small objects: built, so that their checks run
-        model_args[key] = _instantiate(model_args.get(key))
-    model_args.update(num_bits=data.num_bits, num_samples=data.num_samples, seeds=data.seeds)
-    model_args["data_fingerprint"] = data.fingerprint
-    with torch.device("meta"):
-        module = BitMappingModule(**model_args)
-    data.check_batch_size(1, module.hparams.batch_norm_chunks)
-    tables = 0 if module.net.embedding is None else module.net.embedding.weight.numel()
-    tables //= len(data.seeds)
-    return module.parameter_counts()["total"] - tables, tables
-
-
-def _instantiate(spec: Any) -> Any:
-    """A `{class_path, init_args}` mapping as the CLI would build it (None stays None)."""
-    if not isinstance(spec, dict):
-        return spec
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**(spec.get("init_args") or {}))
-    except (ImportError, AttributeError, TypeError, ValueError) as error:
-        raise ConfigError(f"cannot build {spec['class_path']}: {error}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = PreflightCLI(args, origin=origin)
+    replicas = len(cli.model.seeds)
+    embedding = cli.model.net.embedding
+    tables = 0 if embedding is None else embedding.weight.numel() // replicas
+    counts = cli.model.parameter_counts()
+    return cli.resolved(), cli.config, counts["total"] - tables, tables
 
 
 def estimated_cost(config: Any, parameters: int, table_parameters: int, replicas: int) -> float:

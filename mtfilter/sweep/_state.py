@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from mtfilter import summaries
 from mtfilter.errors import ConfigError
 from mtfilter.folders import (
     FIT_CONFIG,
@@ -57,11 +58,6 @@ class RunState:
 
     def save(self, folder: Path) -> None:
         write_json(folder / RUN_FILE, asdict(self))
-
-
-def read_summary(folder: Path) -> dict[str, Any]:
-    """The run's own `summary.json`, or {} before it wrote one."""
-    return read_json(folder / SUMMARY_FILE) or {}
 
 
 class RunLock:
@@ -131,13 +127,12 @@ def reconcile(folder: Path) -> RunState:
     """
     state = RunState.load(folder)
     before = asdict(state)
-    summary = read_summary(folder)
-    outcome = summary.get("status")
+    outcome, error = summaries.read_status(folder)
     if outcome == FINISHED:
         state.status, state.error = FINISHED, None
     elif state.status in ("running", FINISHED) and not is_locked(folder):
         state.status = outcome or "failed"
-        state.error = summary.get("error") or (
+        state.error = error or (
             f"no {SUMMARY_FILE}: the fit ended without writing one (killed?), or it was removed"
         )
     if asdict(state) != before:
