@@ -39,9 +39,10 @@ bench: $(STAMP)  ## timings side by side with plain PyTorch (~15 min on 2 CPU co
 bench-smoke: $(STAMP)  ## seconds: the benchmarks still run (CI)
 	$(BIN)/python -m benchmarks.run --smoke
 
-lint: $(STAMP)  ## ruff check and format check
+lint: $(STAMP)  ## ruff check, format check and the type checker
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

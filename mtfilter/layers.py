@@ -116,6 +116,8 @@ class ChunkedBatchNorm1d(nn.BatchNorm1d):
         var = x.var(2, correction=0, keepdim=True)
         y = (x - mean) * torch.rsqrt(var + self.eps)
         y = y * self.weight[:, None, None] + self.bias[:, None, None]
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
         with torch.no_grad():  # as nn.BatchNorm1d: the unbiased variance for the running one
             momentum = self.momentum if self.momentum is not None else 0.1
             self.running_mean.lerp_(mean[:, 0, 0], momentum)

@@ -231,7 +231,7 @@ class BitMLP(nn.Module):
         with torch.no_grad():
             if self.embedding is not None:
                 self.embedding.reset_parameters(generators)
-            for layer in self.hidden:
+            for layer in self.hidden_layers:
                 layer.linear.reset_parameters(generators)
                 if layer.norm is not None:
                     layer.norm.reset_parameters()
@@ -266,10 +266,15 @@ class BitMLP(nn.Module):
         logits = self.head(x).view(self.num_replicas, self.num_bits, -1).transpose(1, 2)
         return logits[0] if squeeze else logits
 
+    @property
+    def hidden_layers(self) -> list[HiddenLayer]:
+        return list(self.hidden)  # type: ignore[arg-type]  # ModuleList is typed as Modules
+
     def _encode(self, indices: Tensor) -> Tensor:
         if self.embedding is not None:
             return self.embedding(indices)
-        return self._codes[:, indices].transpose(0, 1).expand(self.num_replicas, -1, -1)
+        codes = self.get_buffer("_codes")  # (in_dim, N) bits
+        return codes[:, indices].transpose(0, 1).expand(self.num_replicas, -1, -1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every bit's output depends on (empty for `st`)."""

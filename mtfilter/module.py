@@ -33,7 +33,7 @@ from mtfilter.publishing import EpochPublisher
 from mtfilter.steps import EpochTotals, ReplicaLearningRates, average_gradients
 
 # The converged mode's optimiser (configs/mt.yaml); the original's is in configs/original/.
-DEFAULT_OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-2}}
+DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-2}}
 
 
 class BitMappingModule(L.LightningModule):

@@ -193,7 +193,7 @@ def scalarize(scalarizers: nn.ModuleList, losses: Tensor) -> Tensor:
 def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
     """A training-mode forward that leaves BatchNorm's running statistics as they are (FAMO
     re-evaluates the step's batch after the update)."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm1d | nn.SyncBatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch

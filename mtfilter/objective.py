@@ -148,7 +148,7 @@ class TaskGradients:
         with multitask.frozen_batch_norm_statistics(self.net):
             after = per_bit_loss(self.net(indices), targets, loss)  # (R, T)
         for scalarizer, row in zip(self.scalarizers, after, strict=True):
-            scalarizer.update(row)
+            scalarizer.update(row)  # type: ignore[operator]  # FAMO's, a method
 
     def end_epoch(self) -> None:
         if self.scalarizers is not None:

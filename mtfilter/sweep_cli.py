@@ -30,6 +30,7 @@ class _HelpFormatter(DefaultHelpFormatter):
 def sweep_or_report(args: list[str]) -> int:
     """Run `mtfilter sweep ...` or `mtfilter report ...`; returns the exit status."""
     command, rest = args[0], args[1:]
+    function: Callable[..., Any]
     if command == "sweep":
         from mtfilter.sweep import sweep as function
     else:
@@ -55,13 +56,13 @@ def sweep_or_report(args: list[str]) -> int:
         for path in result:
             print(path)
         return 0
-    return result
+    return int(result)
 
 
 def _parser(command: str, function: Callable) -> ArgumentParser:
     parser = ArgumentParser(
         prog=f"mtfilter {command}",
-        description=inspect.getdoc(function).split("\n\n")[0],
+        description=(inspect.getdoc(function) or "").split("\n\n")[0],
         exit_on_error=False,
         parser_mode="yaml",
         default_env=False,

@@ -131,6 +131,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
     def _track_on_device(self, current: Tensor, epoch: int) -> None:
         """Keep each improved replica's weights, decided on the device: never waited for."""
         assert self._snapshot is not None and self._best_score is not None
+        assert self._best_epoch is not None
         better = current < self._best_score  # NaN is never better
         torch.where(better, current, self._best_score, out=self._best_score)
         # A Python int as `where` operand travels as a kernel argument: no host-to-device copy.

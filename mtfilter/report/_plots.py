@@ -9,7 +9,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot, no global bac
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtfilter.report._methods import MethodResult
-from mtfilter.report._stats import LAYOUTS, Report, WidthComparison
+from mtfilter.report._stats import LAYOUTS, Estimate, Report, WidthComparison
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
 CURVE_TAGS = {"batch": "train/batch_loss_min"}  # metric -> its TensorBoard tag, if not METRIC/loss
@@ -109,10 +109,9 @@ def _loss(
             xs = [c.width if x_axis == "width" else c.parameters[layout] for c in points]
             means = [c.loss[layout].mean for c in points]
             ax.plot(xs, means, "o-", color=COLORS[layout], label=f"{layout}{label_suffix}")
-            if all(c.loss[layout].low is not None for c in points):
-                ax.fill_between(xs, [c.loss[layout].low for c in points],
-                                [c.loss[layout].high for c in points], color=COLORS[layout],
-                                alpha=0.2)  # fmt: skip
+            band = _band([c.loss[layout] for c in points])
+            if band is not None:
+                ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
     if x_axis == "width":
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{width_name} (log2)")
@@ -130,12 +129,12 @@ def _gap(
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for section, comps in sections.items():
-        points = [c for c in comps if c.gap is not None]
-        xs = [c.width for c in points]
-        ax.plot(xs, [c.gap.mean for c in points], "o-", label=f"mt - st {section or ''}".strip())
-        if all(c.gap.low is not None for c in points):
-            ax.fill_between(xs, [c.gap.low for c in points], [c.gap.high for c in points],
-                            alpha=0.2)  # fmt: skip
+        xs = [c.width for c in comps if c.gap is not None]
+        gaps = [c.gap for c in comps if c.gap is not None]
+        ax.plot(xs, [g.mean for g in gaps], "o-", label=f"mt - st {section or ''}".strip())
+        band = _band(gaps)
+        if band is not None:
+            ax.fill_between(xs, *band, alpha=0.2)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} (log2)")
@@ -151,7 +150,7 @@ def _curves(
     chosen = _chosen_runs(rows, layout_key, width_key)
     if not chosen:
         return None
-    smallest = min(row.get(width_key) for row in chosen)
+    smallest = min(row[width_key] for row in chosen)
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for row in chosen:
@@ -161,7 +160,7 @@ def _curves(
         if tag not in accumulator.Tags()["scalars"]:
             continue
         events = accumulator.Scalars(tag)
-        layout = row.get(layout_key)
+        layout = str(row.get(layout_key))
         style = "-" if row.get(width_key) == smallest else "--"
         label = f"{layout}, {width_key.rsplit('.', 1)[-1]} {row.get(width_key)}"
         ax.plot([e.step for e in events], [e.value for e in events], style,
@@ -173,9 +172,17 @@ def _curves(
     return _save(fig, ax, path)
 
 
+def _band(estimates: list[Estimate]) -> tuple[list[float], list[float]] | None:
+    """The 95% band of a line of estimates, or None where one has no interval."""
+    lows, highs = [e.low for e in estimates], [e.high for e in estimates]
+    if any(v is None for v in lows + highs):
+        return None
+    return [float(v) for v in lows if v is not None], [float(v) for v in highs if v is not None]
+
+
 def _chosen_runs(rows: list[dict[str, Any]], layout_key: str, width_key: str) -> list[dict]:
     done = [r for r in rows if r.get("status") == "completed"]
-    widths = sorted({r.get(width_key) for r in done if isinstance(r.get(width_key), int | float)})
+    widths = sorted({r[width_key] for r in done if isinstance(r.get(width_key), int | float)})
     if not widths:
         return []
     chosen = []

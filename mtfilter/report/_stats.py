@@ -94,7 +94,7 @@ def compare(
 ) -> dict[tuple, list[WidthComparison]]:  # fmt: skip
     """Completed rows grouped into sections (the other varied keys' values) and widths."""
     others = [k for k in keys if k not in (width_key, layout_key, seed_key)]
-    table: dict[tuple, dict[Any, dict[str, dict[Any, dict[str, Any]]]]] = defaultdict(
+    table: dict[tuple, dict[Any, dict[Any, dict[Any, dict[str, Any]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     for row in rows:

@@ -1,0 +1,72 @@
+"""Every private or undocumented API of another package that mtfilter uses (the inventory is
+docs/private-apis.md), each checked here so that an upgrade that changes one fails loudly,
+naming it, instead of silently changing behaviour. pyproject.toml bounds these packages to the
+versions this was checked against."""
+
+import inspect
+
+import lightning as L
+import torch
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from lightning.pytorch.cli import LightningCLI
+from tensorboard.summary.writer import record_writer
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from torchjd.aggregation import GramianWeightedAggregator, UPGrad
+
+
+def test_lightning_checkpoint_connector_dumps_checkpoints():
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dump = trainer._checkpoint_connector.dump_checkpoint
+    assert "weights_only" in inspect.signature(dump).parameters
+
+
+def test_lightning_cli_hooks_mtfilter_overrides_exist():
+    for name in ("_parse_ckpt_path", "_add_instantiators"):
+        assert callable(getattr(LightningCLI, name, None)), name
+    assert list(inspect.signature(LightningCLI._parse_ckpt_path).parameters) == ["self"]
+
+
+def test_lightning_module_private_attributes():
+    module = L.LightningModule()
+    assert module._trainer is None  # what on_load_checkpoint reads outside a Trainer
+    assert hasattr(module, "_current_fx_name")
+
+
+def test_jsonargparse_parser_internals():
+    assert "prepend" in inspect.signature(ArgumentParser.add_instantiator).parameters
+    parser = ArgumentParser()
+    subcommands = parser.add_subcommands()
+    subcommands.add_subcommand("fit", ArgumentParser())
+    assert "fit" in parser._subcommands_action._name_parser_map
+    assert callable(getattr(DefaultHelpFormatter, "_get_type_str", None))
+
+
+def test_tensorboard_record_checksum_is_a_module_function():
+    assert callable(record_writer.masked_crc32c)
+    from mtfilter.tensorboard import masked_crc32c
+
+    assert masked_crc32c(b"mtfilter") == record_writer.masked_crc32c(b"mtfilter")
+
+
+def test_summary_writer_file_writer(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    assert callable(writer._get_file_writer().add_summary)
+    writer.close()
+
+
+def test_torch_foreach_and_ddp_internals():
+    a, b = [torch.zeros(2)], [torch.ones(2)]
+    torch._foreach_lerp_(a, b, [torch.full((2,), 0.5)])
+    torch._foreach_copy_(b, a)
+    assert b[0].tolist() == [0.5, 0.5]
+    assert "require_backward_grad_sync" in inspect.getsource(DistributedDataParallel.__init__)
+    assert nn.Linear(1, 1)._forward_hooks == {} and nn.Linear(1, 1)._forward_pre_hooks == {}
+
+
+def test_torchjd_gramian_weighting():
+    aggregator = UPGrad()
+    assert isinstance(aggregator, GramianWeightedAggregator)
+    weights = aggregator.gramian_weighting(torch.eye(3))
+    assert weights.shape == (3,)
