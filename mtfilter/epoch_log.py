@@ -30,6 +30,7 @@ class EpochLog:
         self._epochs = np.zeros(0, dtype=np.int64)  # (E,)
         self._values = np.zeros((0, num_replicas, len(keys)), dtype=np.float64)  # (E, R, K)
         self._unpublished = 0  # trailing host rows not yet handed to loggers
+        self.restored_through = 0  # last epoch of a history restored from a checkpoint
 
     def record(self, epoch: int, row: Tensor) -> None:
         """Store the (R, K) row of `epoch`; pulls to the host when the buffer is full."""
@@ -112,6 +113,7 @@ class EpochLog:
         values = np.full((len(epochs), self.num_replicas, len(self.keys)), np.nan)
         values[:, :, [self.index[key] for key in saved]] = state["values"].numpy()
         self._epochs, self._values = epochs, values
+        self.restored_through = int(epochs[-1]) if len(epochs) else 0
         self._unpublished = 0 if published else len(self._epochs)
         self._pending_epochs = []
 

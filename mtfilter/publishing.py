@@ -55,7 +55,8 @@ class EpochPublisher:
         if len(epochs) > 0:
             if writes:
                 self._write_rows(loggers, self.epoch_log.keys, epochs, values)
-            self._note_non_finite(epochs, values)
+            fresh = epochs > self.epoch_log.restored_through  # a restored history may lack a figure
+            self._note_non_finite(epochs[fresh], values[fresh])
         conflict_epochs, conflicts = self.conflicts.take()  # (E, R, K)
         if conflicts is not None and writes:
             self._write_rows(loggers, self.conflict_keys, np.array(conflict_epochs),

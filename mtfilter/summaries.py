@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtfilter import metrics
 from mtfilter.folders import SUMMARY_FILE, read_json, write_json
-from mtfilter.metrics import FIGURES, Figure
+from mtfilter.metrics import Figure
 
 
 @dataclass
@@ -94,7 +95,7 @@ def figure_fields(figure: Figure, best: Any, final: Any, num_bits: int) -> dict[
 def figure_sections(best: Any, final: Any, num_bits: int) -> dict[str, dict[str, Any]]:
     """The `train` and `val` sections for every figure of `FIGURES`."""
     sections: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
-    for figure in FIGURES:
+    for figure in metrics.FIGURES:
         sections[figure.stage].update(figure_fields(figure, best, final, num_bits))
     return sections
 

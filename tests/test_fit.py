@@ -14,9 +14,22 @@ from mtfilter.cli import main
 from tests.conftest import TINY, cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 
+@pytest.fixture(scope="module")
+def _tiny_folder(tmp_path_factory):
+    """One tiny fit for every test that only reads what it wrote."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr("sys.argv", ["mtfilter"])
+        return folder, tiny_fit()
+
+
 @pytest.fixture
-def tiny_run(run_dir):
-    return tiny_fit()
+def tiny_run(_tiny_folder, monkeypatch):
+    folder, run = _tiny_folder
+    monkeypatch.chdir(folder)  # its paths are relative to where it ran
+    monkeypatch.setattr("sys.argv", ["mtfilter"])
+    return run
 
 
 def test_fit_writes_logs_checkpoints_and_summary(tiny_run):

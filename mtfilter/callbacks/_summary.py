@@ -10,12 +10,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
-from mtfilter import summaries, tensorboard
+from mtfilter import metrics, summaries, tensorboard
 from mtfilter.callbacks._checkpoint import BestEpochCheckpoint
 from mtfilter.callbacks._convergence import ConvergenceStop
 from mtfilter.callbacks._interrupt import StopOnInterrupt
 from mtfilter.errors import NonFiniteLossError, RunAborted
-from mtfilter.metrics import FIGURES
 from mtfilter.publishing import RecordsEpochs, recording
 from mtfilter.summaries import Summary
 
@@ -181,7 +180,7 @@ def _headline(summary: Summary) -> dict[str, float]:
     """The figures shown as metrics in TensorBoard's HPARAMS tab: each figure's best (and its
     epoch) or final value, and the parameter counts."""
     figures: dict[str, Any] = {}
-    for figure in FIGURES:
+    for figure in metrics.FIGURES:
         if figure.best:
             value, epoch = summary.best(figure)
             figures[f"best/{figure.column}"], figures[f"best/{figure.column}_epoch"] = value, epoch

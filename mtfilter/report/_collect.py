@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtfilter import summaries
+from mtfilter import metrics, summaries
 from mtfilter.errors import ConfigError
 from mtfilter.folders import RUN_FILE, SEED_KEY, SWEEP_FILE, grid_keys, read_json
-from mtfilter.metrics import FIGURES as METRIC_FIGURES
 from mtfilter.summaries import Summary
 
 # Conflict telemetry columns: the run's mean over its measurements (empty where not measured).
@@ -24,7 +23,7 @@ def figure_columns() -> list[str]:
     """The figures' columns of results.csv, from `metrics.FIGURES`: `{column}_best` and
     `{column}_best_epoch` for a best value, `{column}_final` for a final one."""
     columns = []
-    for figure in METRIC_FIGURES:
+    for figure in metrics.FIGURES:
         if figure.best:
             columns += [f"{figure.column}_best", f"{figure.column}_best_epoch"]
         if figure.final:
@@ -72,7 +71,7 @@ def _row(
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
     figures: dict[str, Any] = {}
-    for figure in METRIC_FIGURES:
+    for figure in metrics.FIGURES:
         if figure.best:
             best, epoch = summary.best(figure)
             figures[f"{figure.column}_best"], figures[f"{figure.column}_best_epoch"] = best, epoch
