@@ -312,6 +312,18 @@ class BitMLP(nn.Module):
         }
 
 
+def describe_model(layout: str, num_bits: int, seeds: list[int], counts: dict[str, int]) -> str:
+    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
+    replicas = f" x {len(seeds)} replicas" if len(seeds) > 1 else ""
+    return (
+        f"{layout} model, {num_bits} bits, seed{'s' if replicas else ''} "
+        f"{', '.join(map(str, seeds))}: {counts['total']:,} parameters{replicas} "
+        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
+        f"{counts['task_specific']:,} task-specific"
+        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
+    )
+
+
 def _check_arguments(
     num_bits: int,
     num_samples: int,

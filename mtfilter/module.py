@@ -27,8 +27,8 @@ from mtfilter.epoch_log import EpochLog
 from mtfilter.errors import ConfigError
 from mtfilter.losses import LossName, Reduction, evaluate, per_bit_loss
 from mtfilter.metrics import EpochFigures
-from mtfilter.model import BitMLP, Encoding, Layout
-from mtfilter.objective import TaskGradients
+from mtfilter.model import BitMLP, Encoding, Layout, describe_model
+from mtfilter.objective import TaskGradients, check_settings
 from mtfilter.publishing import EpochPublisher
 from mtfilter.steps import EpochTotals, ReplicaLearningRates, average_gradients
 
@@ -135,7 +135,7 @@ class BitMappingModule(L.LightningModule):
         telemetry_interval: int = 500,
     ) -> None:
         super().__init__()
-        _check_settings(loss, loss_dropout, loss_reduction, telemetry_interval,
+        check_settings(loss, loss_dropout, loss_reduction, telemetry_interval,
                         accumulate_gradients, aggregator)  # fmt: skip
         multitask.check_aggregator(aggregator)
         multitask.check_scalarizer(scalarizer, num_bits, aggregator, loss_dropout)
@@ -213,7 +213,7 @@ class BitMappingModule(L.LightningModule):
         tensorboard.use_fast_record_checksum()
         self.task_gradients.setup(str(self.trainer.precision), self.device)
         counts = self.parameter_counts()
-        rank_zero_info(_describe_model(self.hparams.layout, self.num_bits, self.seeds, counts))
+        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.seeds, counts))
 
     @override
     def on_train_start(self) -> None:
@@ -312,8 +312,8 @@ class BitMappingModule(L.LightningModule):
             "multitask": self.task_gradients.summary(replica),
             "hparams": {
                 **{k: v for k, v in self.hparams.items() if k != "seeds" and not k.startswith("_")},
-                "aggregator": _describe(self.aggregator),
-                "scalarizer": _describe(first),
+                "aggregator": multitask.describe(self.aggregator),
+                "scalarizer": multitask.describe(first),
             },
         }
 
@@ -379,42 +379,3 @@ class BitMappingModule(L.LightningModule):
     def _log_dir(self) -> str | None:
         folder = self.trainer.log_dir  # a collective under DDP: every rank asks
         return None if folder is None else os.path.abspath(folder)
-
-
-def _check_settings(
-    loss: str, loss_dropout: float, loss_reduction: str, telemetry_interval: int,
-    accumulate_gradients: bool, aggregator: object,
-) -> None:  # fmt: skip
-    if loss not in ("l1", "bce", "mse"):
-        raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {loss!r}")
-    if not 0 <= loss_dropout < 1:
-        raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
-    if telemetry_interval < 0:
-        raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
-    if loss_reduction not in ("sum", "mean"):
-        raise ConfigError(f"model.loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
-    if accumulate_gradients and aggregator is not None:
-        raise ConfigError(
-            "model.accumulate_gradients (the original's never-zeroed gradients) cannot be "
-            "combined with model.aggregator, which sets the shared gradients each step"
-        )
-
-
-def _describe_model(layout: str, num_bits: int, seeds: list[int], counts: dict[str, int]) -> str:
-    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
-    replicas = f" x {len(seeds)} replicas" if len(seeds) > 1 else ""
-    return (
-        f"{layout} model, {num_bits} bits, seed{'s' if replicas else ''} "
-        f"{', '.join(map(str, seeds))}: {counts['total']:,} parameters{replicas} "
-        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
-        f"{counts['task_specific']:,} task-specific"
-        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
-    )
-
-
-def _describe(method: Any) -> str | None:
-    """`torchjd.aggregation.UPGrad(...)` for a TorchJD object, None for none."""
-    if method is None:
-        return None
-    public = type(method).__module__.split("._")[0]  # torchjd.aggregation._upgrad -> its package
-    return f"{public}.{method!r}"

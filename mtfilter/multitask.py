@@ -214,3 +214,11 @@ def ends_epoch(scalarizers: nn.ModuleList) -> None:
     for scalarizer in scalarizers:
         if isinstance(scalarizer, DWA):
             scalarizer.step()
+
+
+def describe(method: object) -> str | None:
+    """`torchjd.aggregation.UPGrad(...)` for a TorchJD object, None for none."""
+    if method is None:
+        return None
+    public = type(method).__module__.split("._")[0]  # torchjd.aggregation._upgrad -> its package
+    return f"{public}.{method!r}"

@@ -168,3 +168,23 @@ class TaskGradients:
             "conflict_mean": figures(self.conflicts.mean()),
             "conflict_last": figures(self.conflicts.latest_row),
         }
+
+
+def check_settings(
+    loss: str, loss_dropout: float, loss_reduction: str, telemetry_interval: int,
+    accumulate_gradients: bool, aggregator: object,
+) -> None:  # fmt: skip
+    """Refuse objective settings that cannot work, naming the setting."""
+    if loss not in ("l1", "bce", "mse"):
+        raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {loss!r}")
+    if not 0 <= loss_dropout < 1:
+        raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
+    if telemetry_interval < 0:
+        raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
+    if loss_reduction not in ("sum", "mean"):
+        raise ConfigError(f"model.loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
+    if accumulate_gradients and aggregator is not None:
+        raise ConfigError(
+            "model.accumulate_gradients (the original's never-zeroed gradients) cannot be "
+            "combined with model.aggregator, which sets the shared gradients each step"
+        )
