@@ -23,11 +23,12 @@ def test_every_shipped_config_parses(config, run_dir, capsys):
     assert not (run_dir / "lightning_logs").exists()
 
 
-def test_mt_and_st_configs_differ_only_in_layout():
+@pytest.mark.parametrize("folder", ["", "original/"], ids=["converged", "original"])
+def test_mt_and_st_configs_differ_only_in_layout(folder):
     def settings(path):
         return [line for line in path.read_text().splitlines() if not line.startswith("#")]
 
-    mt, st = settings(CONFIGS / "mt.yaml"), settings(CONFIGS / "st.yaml")
+    mt, st = settings(CONFIGS / f"{folder}mt.yaml"), settings(CONFIGS / f"{folder}st.yaml")
     assert [(a, b) for a, b in zip(mt, st, strict=True) if a != b] == [
         ("  layout: mt", "  layout: st")
     ]

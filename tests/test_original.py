@@ -7,7 +7,7 @@ from torch import nn
 
 from mtfilter import BitMappingDataModule, BitMLP, make_targets, per_bit_loss
 from mtfilter.layers import ChunkedBatchNorm1d
-from tests.conftest import CONFIGS, cli, log_dir, read_scalars, read_summary, state_dict_of
+from tests.conftest import cli, log_dir, read_scalars, read_summary, state_dict_of
 
 SGD = ["--model.optimizer.class_path", "torch.optim.SGD", "--model.optimizer.init_args.lr",
        "0.01", "--model.optimizer.init_args.momentum", "0.9"]  # fmt: skip
@@ -165,13 +165,3 @@ def test_numpy_permutation_targets_are_numpys_legacy_permutation():
     codes = np.random.permutation(1024)
     expected = [[int(bit) for bit in f"{code:010b}"] for code in codes]
     assert make_targets(10, 1024, "numpy_permutation", 0).int().tolist() == expected
-
-
-def test_the_original_configs_differ_only_in_layout():
-    def settings(path):
-        return [line for line in path.read_text().splitlines() if not line.startswith("#")]
-
-    mt, st = settings(CONFIGS / "original/mt.yaml"), settings(CONFIGS / "original/st.yaml")
-    assert [(a, b) for a, b in zip(mt, st, strict=True) if a != b] == [
-        ("  layout: mt", "  layout: st")
-    ]
