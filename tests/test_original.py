@@ -165,3 +165,14 @@ def test_numpy_permutation_targets_are_numpys_legacy_permutation():
     codes = np.random.permutation(1024)
     expected = [[int(bit) for bit in f"{code:010b}"] for code in codes]
     assert make_targets(10, 1024, "numpy_permutation", 0).int().tolist() == expected
+
+
+@pytest.mark.parametrize("layout", ["mt", "st"])
+def test_the_original_configs_train_their_whole_budget(layout):
+    """The original ran 10,000 epochs whatever happened: convergence is recorded, not obeyed."""
+    from mtfilter.lightning_cli import PreflightCLI
+    from tests.conftest import CONFIGS
+
+    config = PreflightCLI(["--config", str(CONFIGS / f"original/{layout}.yaml")]).config
+    assert config.trainer.max_epochs == 10000 and config.convergence.stop is False
+    assert config.model.accumulate_gradients and config.model.loss_reduction == "mean"
