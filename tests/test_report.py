@@ -272,3 +272,18 @@ def test_a_setting_is_chosen_on_some_seeds_and_reported_on_the_others(tmp_path):
     mt = [LR_LOSS[("mt", 0.1, False)] + 0.001 * seed for seed in (2, 3, 4)]
     st_mean, mt_mean = sum(st) / 3, sum(mt) / 3
     assert f"| 8 | 3 | {st_mean:.4f} [" in text and f"| {mt_mean:.4f} [" in text
+
+
+def test_sections_are_named_by_the_settings_they_change(tmp_path):
+    from mtfilter.report._stats import Report
+
+    keys = [
+        "model.hidden_dim",
+        "model.layout",
+        "model.loss_reduction",
+        "model.accumulate_gradients",
+    ]
+    base = Report(tmp_path, keys, [], "val", "model.hidden_dim", "model.layout", {})
+    assert base.section_name((None, None)) == ""
+    assert base.section_name(("sum", None)) == "loss_reduction=sum"
+    assert base.section_name((None, False)) == "accumulate_gradients=False"  # False is a setting

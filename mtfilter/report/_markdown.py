@@ -31,7 +31,7 @@ UNCONVERGED = "†"
 
 def write_markdown(path: Path, report: Report) -> None:
     folder, keys, rows, metric = report.folder, report.keys, report.rows, report.metric
-    width_key, layout_key, sections = report.width_key, report.layout_key, report.sections
+    width_key, sections = report.width_key, report.sections
     methods, choices, select_key = report.methods, report.choices, report.select_key
     lines = [f"# Sweep results: {folder.name}", ""]
     statuses: dict[str, int] = {}
@@ -55,16 +55,11 @@ def write_markdown(path: Path, report: Report) -> None:
     ]
     if choices:
         lines += _choices_section(choices, select_key or "", width_key.rsplit(".", 1)[-1])
-    others = [k for k in keys if k not in (width_key, layout_key, "seed_everything")]
     width_name = width_key.rsplit(".", 1)[-1]
     for section, comparisons in sections.items():
-        if others and all(v is None for v in section):
-            lines += ["## st and mt", ""]
-        elif others:
-            lines += [
-                "## " + ", ".join(f"{k} = {v}" for k, v in zip(others, section, strict=True)),
-                "",
-            ]
+        if section:  # other keys varied: a heading per section
+            name = report.section_name(section)
+            lines += [f"## st and mt{', ' + name if name else ''}", ""]
         lines += [
             f"| {width_name} | seeds | st best | st epoch | mt best | mt epoch | mt - st |",
             "| --- | --- | --- | --- | --- | --- | --- |",

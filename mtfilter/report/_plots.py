@@ -20,11 +20,11 @@ def plot_all(report: Report) -> list[Path]:
     folder, sections, rows, metric = report.folder, report.sections, report.rows, report.metric
     width_name, layout_key, width_key = report.width_name, report.layout_key, report.width_key
     methods = report.methods
-    numeric = {
-        section: [c for c in comps if isinstance(c.width, int | float)]
+    numeric = {  # named by their settings: the legend's labels
+        report.section_name(section): [c for c in comps if isinstance(c.width, int | float)]
         for section, comps in sections.items()
     }
-    numeric = {s: comps for s, comps in numeric.items() if comps}
+    numeric = {name: comps for name, comps in numeric.items() if comps}
     written = []
     if numeric:
         written.append(_loss(folder / "loss_vs_width.png", numeric, metric, width_name, "width"))
@@ -58,6 +58,12 @@ def _method_style(method: str, index: int) -> dict[str, Any]:
     # tab20 without its first four (st's and mt's blue and orange, and their light shades)
     color = colormaps["tab20"](4 + index % 16)
     return {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
+
+
+def _section_style(index: int) -> dict[str, Any]:
+    """The base section solid with circles; each other one its own dashes and marker."""
+    markers, dashes = "o^sDvP", ["-", "--", ":", "-."]
+    return {"marker": markers[index % len(markers)], "linestyle": dashes[index % len(dashes)]}
 
 
 def _methods(path: Path, results: list[MethodResult], metric: str, width_name: str) -> Path:
@@ -95,20 +101,20 @@ def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
 
 
 def _loss(
-    path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str,
+    path: Path, sections: dict[str, list[WidthComparison]], metric: str, width_name: str,
     x_axis: str,
 ) -> Path:  # fmt: skip
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    for section, comps in sections.items():
-        label_suffix = f" {section}" if section else ""
+    for index, (name, comps) in enumerate(sections.items()):
         for layout in LAYOUTS:
             points = [c for c in comps if layout in c.loss]
             if not points:
                 continue
             xs = [c.width if x_axis == "width" else c.parameters[layout] for c in points]
             means = [c.loss[layout].mean for c in points]
-            ax.plot(xs, means, "o-", color=COLORS[layout], label=f"{layout}{label_suffix}")
+            ax.plot(xs, means, color=COLORS[layout], label=f"{layout} {name}".strip(),
+                    **_section_style(index))  # fmt: skip
             band = _band([c.loss[layout] for c in points])
             if band is not None:
                 ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
@@ -124,14 +130,15 @@ def _loss(
 
 
 def _gap(
-    path: Path, sections: dict[tuple, list[WidthComparison]], metric: str, width_name: str
+    path: Path, sections: dict[str, list[WidthComparison]], metric: str, width_name: str
 ) -> Path:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    for section, comps in sections.items():
+    for index, (name, comps) in enumerate(sections.items()):
         xs = [c.width for c in comps if c.gap is not None]
         gaps = [c.gap for c in comps if c.gap is not None]
-        ax.plot(xs, [g.mean for g in gaps], "o-", label=f"mt - st {section or ''}".strip())
+        ax.plot(xs, [g.mean for g in gaps], label=f"mt - st {name}".strip(),
+                **_section_style(index))  # fmt: skip
         band = _band(gaps)
         if band is not None:
             ax.fill_between(xs, *band, alpha=0.2)

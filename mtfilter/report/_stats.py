@@ -10,6 +10,8 @@ from typing import Any
 
 from scipy import stats
 
+from mtfilter.folders import SEED_KEY
+
 LAYOUTS = ("st", "mt")
 
 
@@ -86,6 +88,15 @@ class Report:
     @property
     def width_name(self) -> str:
         return self.width_key.rsplit(".", 1)[-1]
+
+    def section_name(self, section: tuple) -> str:
+        """The settings a section sets, e.g. `accumulate_gradients=False`; "" for the one that
+        sets none (every other varied key left at its base value)."""
+        others = [k for k in self.keys if k not in (self.width_key, self.layout_key, SEED_KEY)]
+        return ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, section, strict=True)
+            if v is not None
+        )  # fmt: skip
 
 
 def compare(
