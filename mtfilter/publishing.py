@@ -32,7 +32,10 @@ class EpochPublisher:
     def __init__(self, epoch_log: EpochLog, conflicts: ConflictRecord, seeds: list[int]) -> None:
         self.epoch_log, self.conflicts, self.seeds = epoch_log, conflicts, seeds
         self.conflict_keys: list[str] = []
-        self.purge_from: int | None = None  # earlier event files' epochs from here are stale
+        # Earlier event files' epochs from here on are stale: all of them for a fit from scratch
+        # (in a sweep's fixed folder, an attempt that stopped before its first checkpoint left
+        # some), those after the checkpoint for one resumed in its own folder (set on loading).
+        self.purge_from: int | None = 1
         self._last = time.monotonic()
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []

@@ -157,6 +157,21 @@ def test_resuming_in_its_own_folder_shows_each_epoch_once(run_dir):
     assert [value for _, value in shown] == pytest.approx([value for _, value in straight])
 
 
+def test_a_restart_without_checkpoint_in_its_own_folder_shows_each_epoch_once(run_dir):
+    """As a sweep retries a run that stopped before its first checkpoint: the same folder, from
+    scratch; the stopped attempt's curve (epochs 1-12) is hidden, not drawn under the new one."""
+    here = ["--trainer.logger.init_args.save_dir", "run", "--trainer.logger.init_args.name", "",
+            "--trainer.logger.init_args.version", "", "--seed_everything", "1"]  # fmt: skip
+    tiny_fit(*here, "--trainer.max_epochs", "12", "--seed_everything", "2")  # another curve
+    tiny_fit(*here, "--trainer.max_epochs", "8")
+    straight = read_scalars(
+        log_dir(tiny_fit("--trainer.max_epochs", "8", "--seed_everything", "1"))
+    )
+    shown = read_scalars(run_dir / "run")["val/loss"]
+    assert [epoch for epoch, _ in shown] == list(range(1, 9))
+    assert [value for _, value in shown] == pytest.approx([v for _, v in straight["val/loss"]])
+
+
 def test_checkpoint_writes_are_bounded_however_often_the_loss_improves(run_dir):
     run = tiny_fit("--trainer.max_epochs", "150")
     callback = run.trainer.checkpoint_callback
