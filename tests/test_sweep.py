@@ -235,18 +235,24 @@ def epochs_logged(folder: Path) -> list[int]:
     return [step for step, _ in read_scalars(folder)["val/loss"]]
 
 
-@pytest.mark.slow
-def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path):
-    stop = callback("CtrlCTheSweep", flag=str(tmp_path / "interrupted"), at_epoch=3)
+def interrupted_sweep(tmp_path: Path, name: str, epochs: int, **init_args: object) -> tuple:
+    """A sweep of hidden 4 and 8, one run at a time, that the callback `name` Ctrl-Cs: it
+    exits 130. Returns its config and folder."""
+    ctrl_c = callback(name, flag=str(tmp_path / "interrupted"), **init_args)
     config = write_sweep(
         tmp_path,
         {"model.hidden_dim": [4, 8]},
         workers=1,
-        settings={"trainer.max_epochs": 30, "trainer.callbacks": [stop]},
+        settings={"trainer.max_epochs": epochs, "trainer.callbacks": [ctrl_c]},
     )
     first = run_sweep(config)
     assert first.returncode == 130, first.stderr[-2000:]
-    folder = tmp_path / "sweep"
+    return config, tmp_path / "sweep"
+
+
+@pytest.mark.slow
+def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path):
+    config, folder = interrupted_sweep(tmp_path, "CtrlCTheSweep", epochs=30, at_epoch=3)
     found = states(folder)
     # largest first, one at a time: hidden 8 was running and stopped cleanly, 4 never started
     assert found["hidden_dim=8"]["status"] == "stopped"
@@ -265,16 +271,7 @@ def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_p
 
 @pytest.mark.slow
 def test_a_ctrl_c_that_lands_after_a_fit_finished_leaves_it_completed(tmp_path):
-    late = callback("CtrlCTheSweepAfterFinishing", flag=str(tmp_path / "interrupted"))
-    config = write_sweep(
-        tmp_path,
-        {"model.hidden_dim": [4, 8]},
-        workers=1,
-        settings={"trainer.max_epochs": 5, "trainer.callbacks": [late]},
-    )
-    first = run_sweep(config)
-    assert first.returncode == 130, first.stderr[-2000:]
-    folder = tmp_path / "sweep"
+    config, folder = interrupted_sweep(tmp_path, "CtrlCTheSweepAfterFinishing", epochs=5)
     finished = states(folder)["hidden_dim=8"]
     assert finished["history"][-1]["exit_code"] == -signal.SIGINT  # its process died of it...
     assert finished["status"] == "completed" and finished["error"] is None  # ...after finishing
