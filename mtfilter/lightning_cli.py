@@ -148,7 +148,14 @@ class MtfilterCLI(LightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        trainer = super().instantiate_trainer(**kwargs)
+        # `progress.*` always adds the epoch progress bar, which Lightning refuses beside
+        # `enable_progress_bar: false`; that setting switches the bar off instead.
+        quiet = self._subconfig().trainer.enable_progress_bar is False
+        trainer = super().instantiate_trainer(
+            **{**kwargs, **({"enable_progress_bar": True} if quiet else {})}
+        )
+        if quiet:
+            trainer.progress_bar_callback.disable()
         # Each callback costs ~30 us an epoch in hook calls at small widths: only what is used.
         trainer.callbacks.append(
             PredictionWriter() if self.subcommand == "predict" else StopOnInterrupt()

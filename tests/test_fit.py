@@ -302,6 +302,9 @@ def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeyp
     tiny_fit("--progress.refresh_s", "0")
     shown = terminal.getvalue()
     assert "50/50" in shown and "best val/loss" in shown
+    terminal.truncate(0)
+    tiny_fit("--progress.refresh_s", "0", "--trainer.enable_progress_bar", "false")
+    assert "epoch" not in terminal.getvalue()  # switched off: Lightning's own flag is honoured
 
 
 def test_best_weights_tracked_on_host_and_on_device_agree(run_dir, monkeypatch):
