@@ -210,7 +210,8 @@ class MtfilterCLI(LightningCLI):
         summary = read_json(Path(folder) / SUMMARY_FILE) or {}
         if summary.get("status") == "stopped":  # by Ctrl-C, cleanly: resumable
             self.exit_status = 130
-        print(fit_report(Path(folder), summary, self.model.seeds), flush=True)
+        batch = self._subconfig().checkpoint.monitor == "train/batch_loss_min"
+        print(fit_report(Path(folder), summary, self.model.seeds, batch), flush=True)
 
     def after_validate(self) -> None:
         self._print_metrics_folder("validate")
@@ -263,8 +264,9 @@ def _on_meta(class_type: type, *args: Any, **kwargs: Any) -> Any:
         return class_type(*args, **kwargs)
 
 
-def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int]) -> str:
-    """The lines a fit ends with: its status, best loss, and where each output is."""
+def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int], batch: bool = False) -> str:
+    """The lines a fit ends with: its status, best loss, and where each output is; with
+    `batch`, the lowest single-batch loss too (the original's figure, the faithful configs')."""
     status = summary.get("status", "unknown")
     lines = [f"fit {status}: {folder}"]
     replicas = [folder] if len(seeds) == 1 else [folder / f"seed_{s}" for s in seeds]
@@ -277,6 +279,12 @@ def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int]) -> str:
                 f"  {seed}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
                 f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
             )
+            train = one.get("train") or {}
+            if batch and train.get("batch_loss_best") is not None:
+                lines.append(
+                    f"  {seed}best batch loss {train['batch_loss_best']:.4f} at epoch "
+                    f"{train['batch_loss_best_epoch']} (the original's figure)"
+                )
     lines += [
         f"  {folder / SUMMARY_FILE}" + ("  (one per seed in seed_<s>/)" if len(seeds) > 1 else ""),
         f"  {folder / 'checkpoints' / 'best.ckpt'}  (weights of the best epoch)",

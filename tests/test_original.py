@@ -66,8 +66,9 @@ def test_the_mean_reduction_gives_each_bit_a_tenth_of_the_sums_gradient():
     torch.testing.assert_close(mean * 10, summed)
 
 
-def test_the_lowest_batch_loss_is_recorded_beside_the_exact_figures(run_dir):
-    folder = log_dir(fit("--trainer.max_epochs", "20"))
+def test_the_lowest_batch_loss_is_recorded_beside_the_exact_figures(run_dir, capsys):
+    folder = log_dir(fit("--trainer.max_epochs", "20", "--checkpoint.monitor",
+                         "train/batch_loss_min"))  # fmt: skip
     scalars, summary = read_scalars(folder), read_summary(folder)
     batch_min = [value for _, value in scalars["train/batch_loss_min"]]
     epoch_mean = [value for _, value in scalars["train/loss"]]
@@ -76,6 +77,8 @@ def test_the_lowest_batch_loss_is_recorded_beside_the_exact_figures(run_dir):
     assert summary["train"]["batch_loss_best"] == pytest.approx(min(batch_min), rel=1e-6)
     assert summary["train"]["batch_loss_best_epoch"] == int(np.argmin(batch_min)) + 1
     assert summary["val"]["loss_best"] is not None  # the exact figure is there too
+    best = summary["train"]["batch_loss_best"]  # and the fit's last lines name both
+    assert f"best batch loss {best:.4f} at epoch " in capsys.readouterr().out
 
 
 class SharedInputTowers(nn.Module):
