@@ -33,7 +33,7 @@ from mtfilter.publishing import EpochPublisher
 from mtfilter.steps import EpochTotals, ReplicaLearningRates, average_gradients
 
 # The converged mode's optimiser (configs/mt.yaml); the original's is in configs/original/.
-DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-2}}
+DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 3e-4}}
 
 
 class BitMappingModule(L.LightningModule):
@@ -84,7 +84,7 @@ class BitMappingModule(L.LightningModule):
             training began, `g_1 + ... + g_t`, and momentum SGD then moves by
             `v_t = m v_(t-1) + (g_1 + ... + g_t)`. Exactly a plain PyTorch loop that never calls
             `zero_grad` (tested); the sum is saved in `last.ckpt`, so resuming is exact.
-        optimizer: Optimizer factory. Default: Adam, lr 1e-2 (the converged mode's; the
+        optimizer: Optimizer factory. Default: Adam, lr 3e-4 (configs/mt.yaml's, at hidden 1024; the
             original's was SGD, lr 1e-3, momentum 0.9: configs/original/).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
         aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, Quinton & Rey 2024,

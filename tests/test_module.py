@@ -94,7 +94,7 @@ def test_evaluation_figures_are_torchmetrics_definitions():
 
 def test_default_optimizer_is_the_converged_modes_adam():
     optimizer = module().configure_optimizers()
-    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-2
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 3e-4
 
 
 def test_seed_defaults_to_the_global_seed():
