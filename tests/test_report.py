@@ -287,3 +287,21 @@ def test_sections_are_named_by_the_settings_they_change(tmp_path):
     assert base.section_name((None, None)) == ""
     assert base.section_name(("sum", None)) == "loss_reduction=sum"
     assert base.section_name((None, False)) == "accumulate_gradients=False"  # False is a setting
+
+
+def test_one_value_per_point_set_by_the_sweep_is_named_not_chosen(tmp_path):
+    """As the converged study's step 2: each point at the rate an earlier sweep chose."""
+    import shutil
+
+    folder = fake_lr_sweep(tmp_path)
+    for name in ("layout=st-lr=0.01", "layout=mt-lr=0.1"):
+        shutil.rmtree(folder / name)
+    sweep = json.loads((folder / "sweep.json").read_text())
+    sweep["runs"] = ["layout=st-lr=0.1", "layout=mt-lr=0.01"]
+    sweep["report"] = {"select_key": "model.optimizer.init_args.lr"}  # no selection seeds
+    (folder / "sweep.json").write_text(json.dumps(sweep))
+    report(folder)
+    text = (folder / "results.md").read_text()
+    assert "## `model.optimizer.init_args.lr` per point" in text
+    assert "nothing is chosen here" in text and "chosen on the" not in text
+    assert "| 8 | st | 5 | 0.1: " in text and "| 8 | mt | 5 | 0.01: " in text
