@@ -138,11 +138,13 @@ def _caveat(c: WidthComparison) -> str:
 
 def _choices_section(choices: list[Choice], key: str, width_name: str) -> list[str]:
     if all(len(c.means) == 1 for c in choices):  # e.g. rates chosen by an earlier sweep
-        intro = (
-            f"## `{key}` per point\n\nOne value per width and layout, as the sweep set it: "
-            f"nothing is chosen here. Its mean best loss over the seeds below; {UNCONVERGED}: "
-            "some of its runs did not converge."
-        )
+        lines = [
+            f"## `{key}` per point",
+            "",
+            "One value per width and layout, as the sweep set it: nothing is chosen here. Its "
+            f"mean best loss over the seeds below; {UNCONVERGED}: some of its runs did not "
+            "converge.",
+        ]
     else:
         how = (
             "chosen on the selection seeds and reported below on the other seeds"
@@ -150,13 +152,14 @@ def _choices_section(choices: list[Choice], key: str, width_name: str) -> list[s
             else "chosen and reported on the same seeds (no other seeds ran), so the figures "
             "below are a little optimistic"
         )
-        intro = (
-            f"## `{key}` chosen per point\n\nPer width and layout, the value with the lowest "
-            f"mean best loss ({how}). Mean best loss of each candidate on the selection seeds; "
-            f"{UNCONVERGED}: some of the chosen value's selection runs did not converge."
-        )
-    lines = [
-        *intro.split("\n"),
+        lines = [
+            f"## `{key}` chosen per point",
+            "",
+            f"Per width and layout, the value with the lowest mean best loss ({how}). Mean best "
+            f"loss of each candidate on the selection seeds; {UNCONVERGED}: some of the chosen "
+            "value's selection runs did not converge.",
+        ]
+    lines += [
         "",
         f"| {width_name} | layout | seeds | candidates | chosen |",
         "| --- | --- | --- | --- | --- |",

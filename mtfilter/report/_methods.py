@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtfilter.folders import SEED_KEY, short_value
-from mtfilter.report._stats import Estimate, sort_key
+from mtfilter.report._stats import Estimate, section_keys, sort_key
 
 
 @dataclass
@@ -28,7 +28,7 @@ def compare_methods(
     rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str
 ) -> list[MethodResult]:
     """Per width: st, mt, then every method; empty when the sweep varies nothing else."""
-    others = [k for k in keys if k not in (width_key, layout_key, SEED_KEY)]
+    others = section_keys(keys, width_key, layout_key)
     if not others:
         return []
     # width -> method -> seed -> row

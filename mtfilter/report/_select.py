@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtfilter.folders import SEED_KEY, short_value
-from mtfilter.report._stats import _hashable, converged
+from mtfilter.report._stats import _hashable, converged, section_keys
 
 
 @dataclass
@@ -31,7 +31,7 @@ def select(
     """Per point, the value of `key` with the lowest mean best loss on `selection_seeds` (all
     seeds if None); returns the rows of the chosen values on the other seeds (or on the same
     ones when no other seed ran) and the choices."""
-    others = [k for k in keys if k not in (key, width_key, layout_key, SEED_KEY)]
+    others = section_keys(keys, width_key, layout_key, key)
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         section = tuple(_hashable(row.get(k)) for k in others)

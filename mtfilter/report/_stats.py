@@ -92,19 +92,25 @@ class Report:
     def section_name(self, section: tuple) -> str:
         """The settings a section sets, e.g. `accumulate_gradients=False`; "" for the one that
         sets none (every other varied key left at its base value)."""
-        others = [k for k in self.keys if k not in (self.width_key, self.layout_key, SEED_KEY)]
+        others = section_keys(self.keys, self.width_key, self.layout_key)
         return ", ".join(
             f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, section, strict=True)
             if v is not None
         )  # fmt: skip
 
 
+def section_keys(keys: list[str], width_key: str, layout_key: str, *excluded: str) -> list[str]:
+    """The varied keys whose values split a sweep into sections: all but width, layout and
+    seed (and `excluded`)."""
+    return [k for k in keys if k not in (width_key, layout_key, SEED_KEY, *excluded)]
+
+
 def compare(
     rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str,
-    seed_key: str = "seed_everything",
+    seed_key: str = SEED_KEY,
 ) -> dict[tuple, list[WidthComparison]]:  # fmt: skip
     """Completed rows grouped into sections (the other varied keys' values) and widths."""
-    others = [k for k in keys if k not in (width_key, layout_key, seed_key)]
+    others = section_keys(keys, width_key, layout_key, seed_key)
     table: dict[tuple, dict[Any, dict[Any, dict[Any, dict[str, Any]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
