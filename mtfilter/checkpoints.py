@@ -19,8 +19,15 @@ ARCHITECTURE_KEYS = (
     "residual",
     "shared_embedding",
 )
-# What an architecture key meant in checkpoints written before it existed.
-ARCHITECTURE_DEFAULTS = {"task_filter": False, "residual": False, "shared_embedding": False}
+# What a key meant in checkpoints written before it existed.
+ARCHITECTURE_DEFAULTS = {
+    "task_filter": False,
+    "residual": False,
+    "shared_embedding": False,
+    "learning_rates": None,
+}
+# The stacked replicas, (seed, learning rate) each: a checkpoint holds exactly these.
+REPLICA_KEYS = ("seeds", "learning_rates")
 
 
 def check_checkpoint_compatible(checkpoint: dict[str, Any], hparams: Any) -> None:
@@ -39,7 +46,7 @@ def check_checkpoint_compatible(checkpoint: dict[str, Any], hparams: Any) -> Non
     differences = [
         f"{key}: checkpoint {saved.get(key, ARCHITECTURE_DEFAULTS.get(key))!r}, "
         f"config {hparams.get(key)!r}"
-        for key in (*ARCHITECTURE_KEYS, "seeds")
+        for key in (*ARCHITECTURE_KEYS, *REPLICA_KEYS)
         if saved.get(key, ARCHITECTURE_DEFAULTS.get(key)) != hparams.get(key)
     ]
     if differences:

@@ -76,17 +76,33 @@ class EpochLog:
         """Host history of `key`: epochs (E,) and values (E, R)."""
         return self._epochs, self._values[:, :, self.index[key]]
 
-    def best(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Minimum of `key` over all recorded epochs and the first epoch it was reached, per
-        replica: values (R,) and epochs (R,). NaN epochs never count as best."""
+    def best(
+        self, key: str, until: list[int | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Minimum of `key` over the recorded epochs and the first epoch it was reached, per
+        replica: values (R,) and epochs (R,). NaN epochs never count as best. `until`: per
+        replica, the last epoch that counts (None: every epoch)."""
         epochs, values = self.history(key)
         if len(epochs) == 0:
             nan = np.full(self.num_replicas, np.nan)
             return nan, np.zeros(self.num_replicas, dtype=np.int64)
         clean = np.where(np.isnan(values), np.inf, values)
+        if until is not None:
+            last = np.array([np.inf if e is None else e for e in until])  # (R,)
+            clean = np.where(epochs[:, None] <= last[None, :], clean, np.inf)
         where = clean.argmin(axis=0)
         replicas = np.arange(self.num_replicas)
         return values[where, replicas], epochs[where]
+
+    def at(self, key: str, epochs: list[int]) -> np.ndarray:
+        """(R,) values of `key`, replica r's at epoch `epochs[r]` (NaN where not recorded)."""
+        recorded, values = self.history(key)
+        out = np.full(self.num_replicas, np.nan)
+        for replica, epoch in enumerate(epochs):
+            index = np.searchsorted(recorded, epoch)
+            if index < len(recorded) and recorded[index] == epoch:
+                out[replica] = values[index, replica]
+        return out
 
     def last(self, key: str) -> np.ndarray:
         """(R,) values of `key` in the last epoch on the host."""

@@ -211,7 +211,7 @@ class MtfilterCLI(LightningCLI):
         if summary.get("status") == "stopped":  # by Ctrl-C, cleanly: resumable
             self.exit_status = 130
         batch = self._subconfig().checkpoint.monitor == "train/batch_loss_min"
-        print(fit_report(Path(folder), summary, self.model.seeds, batch), flush=True)
+        print(fit_report(Path(folder), summary, batch), flush=True)
 
     def after_validate(self) -> None:
         self._print_metrics_folder("validate")
@@ -264,29 +264,43 @@ def _on_meta(class_type: type, *args: Any, **kwargs: Any) -> Any:
         return class_type(*args, **kwargs)
 
 
-def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int], batch: bool = False) -> str:
-    """The lines a fit ends with: its status, best loss, and where each output is; with
-    `batch`, the lowest single-batch loss too (the original's figure, the faithful configs')."""
+def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> str:
+    """The lines a fit ends with: its status, best loss, its errors against the model's floor,
+    and where each output is; with `batch`, the lowest single-batch loss too (the original's
+    figure, the faithful configs')."""
     status = summary.get("status", "unknown")
     lines = [f"fit {status}: {folder}"]
-    replicas = [folder] if len(seeds) == 1 else [folder / f"seed_{s}" for s in seeds]
-    for replica in replicas:
-        one = read_json(replica / SUMMARY_FILE) or {}
+    paths = summary.get("replicas")  # stacked replicas: one summary each
+    replicas = [folder / SUMMARY_FILE] if paths is None else [folder / p for p in paths]
+    floor = None
+    for path in replicas:
+        one = read_json(path) or {}
         val = one.get("val") or {}
-        if val.get("loss_best") is not None:
-            seed = f"seed {one.get('seed')}: " if len(seeds) > 1 else ""
+        floor = floor or one.get("floor")
+        if val.get("loss_best") is None:
+            continue
+        name = f"{path.parent.name}: " if paths is not None else ""
+        lines.append(
+            f"  {name}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
+            f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
+        )
+        if val.get("bit_error_at_best") is not None:
             lines.append(
-                f"  {seed}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
-                f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
+                f"  {name}at that epoch bit error {val['bit_error_at_best']:.4f}, exact-match "
+                f"error {val['exact_match_error_at_best']:.4f} (lowest over epochs: "
+                f"{val['bit_error_best']:.4f}, {val['exact_match_error_best']:.4f})"
             )
-            train = one.get("train") or {}
-            if batch and train.get("batch_loss_best") is not None:
-                lines.append(
-                    f"  {seed}best batch loss {train['batch_loss_best']:.4f} at epoch "
-                    f"{train['batch_loss_best_epoch']} (the original's figure)"
-                )
+        train = one.get("train") or {}
+        if batch and train.get("batch_loss_best") is not None:
+            lines.append(
+                f"  {name}best batch loss {train['batch_loss_best']:.4f} at epoch "
+                f"{train['batch_loss_best_epoch']} (the original's figure)"
+            )
+    if floor is not None:
+        lines.append(f"  floor: {_describe_floor(floor)}")
     lines += [
-        f"  {folder / SUMMARY_FILE}" + ("  (one per seed in seed_<s>/)" if len(seeds) > 1 else ""),
+        f"  {folder / SUMMARY_FILE}"
+        + ("" if paths is None else "  (one per replica in its folder)"),
         f"  {folder / 'checkpoints' / 'best.ckpt'}  (weights of the best epoch)",
         f"  {folder / 'checkpoints' / 'last.ckpt'}  (everything to resume)",
         f"  tensorboard --logdir {folder}",
@@ -297,6 +311,12 @@ def fit_report(folder: Path, summary: dict[str, Any], seeds: list[int], batch: b
             f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
         )
     return "\n".join(lines)
+
+
+def _describe_floor(floor: dict[str, Any]) -> str:
+    from mtfilter.floor import Floor
+
+    return Floor(**floor).describe()
 
 
 def _convergence_note(convergence: dict[str, Any] | None) -> str:

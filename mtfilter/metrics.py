@@ -43,6 +43,8 @@ class Figure:
             it too, under their own stage).
         best: Whether the summary holds its lowest value and that epoch.
         final: Whether the summary holds its last value.
+        at_best: Whether the summary holds its value at the epoch of the lowest `val/loss`
+            (`BEST_EPOCH_OF`, the epoch `best.ckpt` holds by default).
         name: Its name in the summary's `{stage}` section (default: the tag's last part).
         column: Its prefix in results.csv and TensorBoard's HPARAMS tab (default:
             `{stage}_{name}`, e.g. `val_loss`).
@@ -54,6 +56,7 @@ class Figure:
     evaluation: bool = False
     best: bool = False
     final: bool = False
+    at_best: bool = False
     name: str | None = None
     column: str = ""
 
@@ -95,7 +98,29 @@ FIGURES: list[Figure] = [
     ),  # fmt: skip
     Figure("val/acc", lambda f: f.evaluation.accuracy, per_bit=True, evaluation=True, final=True),
     Figure("val/exact_match", lambda f: f.evaluation.exact_match, evaluation=True, final=True),
+    # Errors that mean the same under every loss (l1, bce, mse): the figures to compare recipes
+    # on. Their own minimum over epochs, and their value where the loss was lowest.
+    Figure(
+        "val/bit_error",
+        lambda f: 1 - f.evaluation.accuracy,
+        per_bit=True,
+        evaluation=True,
+        best=True,
+        final=True,
+        at_best=True,
+    ),  # fmt: skip
+    Figure(
+        "val/exact_match_error",
+        lambda f: 1 - f.evaluation.exact_match,
+        evaluation=True,
+        best=True,
+        final=True,
+        at_best=True,
+    ),  # fmt: skip
 ]
+
+# The figure whose lowest epoch `at_best` values are read at.
+BEST_EPOCH_OF = "val/loss"
 
 
 def epoch_keys(num_bits: int, figures: list[Figure] | None = None) -> list[str]:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from mtfilter.errors import ConfigError
 from mtfilter.layers import ChunkedBatchNorm1d, GroupedEmbedding, GroupedLinear
+from mtfilter.replicas import Replica
 
 Layout = Literal["mt", "st", "split"]
 Encoding = Literal["embedding", "binary"]
@@ -312,12 +313,18 @@ class BitMLP(nn.Module):
         }
 
 
-def describe_model(layout: str, num_bits: int, seeds: list[int], counts: dict[str, int]) -> str:
+def describe_model(
+    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
+) -> str:
     """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
-    replicas = f" x {len(seeds)} replicas" if len(seeds) > 1 else ""
+    seeds = list(dict.fromkeys(r.seed for r in replicas))
+    rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
+    stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
+    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    if rates:
+        which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
     return (
-        f"{layout} model, {num_bits} bits, seed{'s' if replicas else ''} "
-        f"{', '.join(map(str, seeds))}: {counts['total']:,} parameters{replicas} "
+        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
         f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
         f"{counts['task_specific']:,} task-specific"
         + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")

@@ -20,11 +20,12 @@ from torchjd.scalarization import Scalarizer
 from typing_extensions import override
 
 import mtfilter.lightning_notices  # noqa: F401 (silences notices that do not apply)
-from mtfilter import metrics, multitask, tensorboard
+from mtfilter import metrics, multitask, replicas, tensorboard
 from mtfilter.checkpoints import check_checkpoint_compatible
 from mtfilter.data import Batch, Epoch
 from mtfilter.epoch_log import EpochLog
 from mtfilter.errors import ConfigError
+from mtfilter.floor import Floor, model_floor, pattern_counts
 from mtfilter.losses import LossName, Reduction, evaluate, per_bit_loss
 from mtfilter.metrics import EpochFigures
 from mtfilter.model import BitMLP, Encoding, Layout, describe_model
@@ -87,6 +88,12 @@ class BitMappingModule(L.LightningModule):
         optimizer: Optimizer factory. Default: Adam, lr 3e-4 (configs/mt.yaml's, at hidden 1024; the
             original's was SGD, lr 1e-3, momentum 0.9: configs/original/).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
+        learning_rates: Stacked learning rates: every seed of `seeds` trains once at each of
+            these rates, all in one process, each replica exactly as its separate run with
+            `optimizer.init_args.lr` set to its rate (the optimizer runs at the first rate and
+            each replica's step is scaled to its own, see `ReplicaLearningRates`: exact for
+            SGD, Adam, AdamW and RMSprop). Default: the optimizer's own rate, one replica per
+            seed.
         aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, Quinton & Rey 2024,
             "Jacobian Descent for Multi-Objective Optimization"; `MGDA`, Sener & Koltun, NeurIPS
             2018; `PCGrad`, Yu et al., NeurIPS 2020; ...) that turns the per-task gradients of
@@ -130,6 +137,7 @@ class BitMappingModule(L.LightningModule):
         accumulate_gradients: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        learning_rates: list[float] | None = None,
         aggregator: Aggregator | None = None,
         scalarizer: Scalarizer | None = None,
         telemetry_interval: int = 500,
@@ -139,36 +147,53 @@ class BitMappingModule(L.LightningModule):
                         accumulate_gradients, aggregator)  # fmt: skip
         multitask.check_aggregator(aggregator)
         multitask.check_scalarizer(scalarizer, num_bits, aggregator, loss_dropout)
+        replicas.check_learning_rates(learning_rates)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "aggregator", "scalarizer"])
         self.hparams.num_samples, self.hparams.seeds = num_samples, seeds
+        # One replica per (seed, learning rate); the data module serves one sample order per seed.
+        self.replicas = replicas.stack(seeds, learning_rates)
+        replica_seeds = [replica.seed for replica in self.replicas]
         self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         # Not a submodule: its state stays out of the checkpoints, which load without it.
         object.__setattr__(self, "aggregator", aggregator)
         # A submodule: learned task weights (UW, IMTL-L) train with the model and are saved.
         self.scalarizers = (
-            None if scalarizer is None else multitask.replica_scalarizers(scalarizer, len(seeds))
+            None
+            if scalarizer is None
+            else multitask.replica_scalarizers(scalarizer, len(self.replicas))
         )
         self.net = BitMLP(
             num_bits=num_bits, num_samples=num_samples, layout=layout,
             num_shared_layers=num_shared_layers, num_layers=num_layers, in_dim=in_dim,
             hidden_dim=hidden_dim, batch_norm=batch_norm, dropout=dropout, encoding=encoding,
             task_filter=task_filter, residual=residual, shared_embedding=shared_embedding,
-            batch_norm_chunks=batch_norm_chunks, num_replicas=len(seeds), init_seeds=seeds,
+            batch_norm_chunks=batch_norm_chunks, num_replicas=len(self.replicas),
+            init_seeds=replica_seeds,
         )  # fmt: skip
-        self.num_bits, self.seeds = num_bits, seeds
+        self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
+        # (R,) which data-module seed each replica reads; None while they are the same list
+        rows = [seeds.index(seed) for seed in replica_seeds] if learning_rates else None
+        self._replica_rows = None if rows is None else torch.tensor(rows)
         self.task_gradients = TaskGradients(
-            self.net, seeds, loss_reduction, loss_dropout, aggregator, self.scalarizers,
+            self.net, replica_seeds, loss_reduction, loss_dropout, aggregator, self.scalarizers,
             telemetry_interval,
         )  # fmt: skip
-        self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(seeds))
-        self.publisher = EpochPublisher(self.epoch_log, self.task_gradients.conflicts, seeds)
+        self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(self.replicas))
+        self.publisher = EpochPublisher(
+            self.epoch_log, self.task_gradients.conflicts, self.replicas
+        )
         self.publisher.conflict_keys = multitask.conflict_keys(num_bits)
-        self.learning_rates = ReplicaLearningRates(len(seeds))
+        # The optimizer runs at the first stacked rate; each replica's step is scaled to its own.
+        self.learning_rates = ReplicaLearningRates(
+            [1.0 if r.learning_rate is None or not learning_rates
+             else r.learning_rate / learning_rates[0] for r in self.replicas]
+        )  # fmt: skip
+        self.floor: Floor | None = None  # set at fit start, from the data module's targets
         self._epoch = EpochTotals()
         self._restored: dict[str, Any] = {}  # training state of last.ckpt, set at train start
 
@@ -195,6 +220,15 @@ class BitMappingModule(L.LightningModule):
             optimizer = self.optimizer_factory(self.parameters())
         else:
             optimizer = torch.optim.Adam(self.parameters(), **DEFAULT_OPTIMIZER["init_args"])
+        if self.hparams.get("learning_rates"):  # before any scheduler reads the rate
+            if not isinstance(optimizer.defaults.get("lr"), float | int):
+                raise ConfigError(
+                    f"model.learning_rates needs an optimizer with a plain `lr`, got "
+                    f"{type(optimizer).__name__}"
+                )
+            optimizer.defaults["lr"] = self.hparams.learning_rates[0]
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.learning_rates[0]
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
@@ -212,8 +246,24 @@ class BitMappingModule(L.LightningModule):
             self.trainer.strategy.model.require_backward_grad_sync = False
         tensorboard.use_fast_record_checksum()
         self.task_gradients.setup(str(self.trainer.precision), self.device)
+        if self._replica_rows is not None:
+            self._replica_rows = self._replica_rows.to(self.device)
         counts = self.parameter_counts()
-        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.seeds, counts))
+        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
+        targets = getattr(self.trainer.datamodule, "targets", None)
+        if targets is not None:
+            self.check_data(targets)
+            self.floor = model_floor(self.hparams, pattern_counts(targets))
+
+    def check_data(self, targets: Tensor) -> None:
+        """Refuse targets of another shape than the model was built for, in one line."""
+        samples, bits = targets.shape
+        if (bits, samples) != (self.num_bits, self.hparams.num_samples):
+            raise ConfigError(
+                f"the model was built for {self.num_bits} bits and {self.hparams.num_samples} "
+                f"samples, but the data module has {bits} bits and {samples} samples: build the "
+                "model with num_bits=data.num_bits and num_samples=data.num_samples"
+            )
 
     @override
     def on_train_start(self) -> None:
@@ -231,7 +281,10 @@ class BitMappingModule(L.LightningModule):
         """One whole epoch: an optimizer step per minibatch, then the evaluation pass."""
         optimizer = self.optimizers()
         reduce = None if self.trainer.world_size == 1 else self._mean_over_processes
-        for indices, targets in epoch:  # (R, B), (R, B, T)
+        rows = self._replica_rows
+        for indices, targets in epoch:  # (S, B), (S, B, T): one row per seed
+            if rows is not None:  # one per replica: (R, B), (R, B, T)
+                indices, targets = indices[rows], targets[rows]
             loss_per_bit = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
             if not self.hparams.accumulate_gradients:
                 optimizer.zero_grad(set_to_none=True)
@@ -282,7 +335,7 @@ class BitMappingModule(L.LightningModule):
         """Multiply one stacked replica's learning rate by `factor` (the convergence check's
         drops on a plateau); a stacked replica still trains as its separate run would (see
         `ReplicaLearningRates`)."""
-        self.learning_rates.scale(replica, factor, self)
+        self.learning_rates.scale(replica, factor)
 
     @override
     def on_train_end(self) -> None:
@@ -310,6 +363,7 @@ class BitMappingModule(L.LightningModule):
         return {
             "parameters": self.parameter_counts(),
             "multitask": self.task_gradients.summary(replica),
+            "floor": None if self.floor is None else self.floor.as_dict(),
             "hparams": {
                 **{k: v for k, v in self.hparams.items() if k != "seeds" and not k.startswith("_")},
                 "aggregator": multitask.describe(self.aggregator),
@@ -329,9 +383,9 @@ class BitMappingModule(L.LightningModule):
 
     def _log_evaluation(self, stage: str, batch: Batch) -> None:
         evaluation = evaluate(self.net, *batch, self.hparams.loss)
-        for replica, seed in enumerate(self.seeds):  # one batch per loop: syncs cost nothing
-            prefix = "" if len(self.seeds) == 1 else f"seed_{seed}/"
-            figures = metrics.evaluation_metrics(stage, evaluation, replica)
+        for index, replica in enumerate(self.replicas):  # one batch per loop: syncs cost nothing
+            prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
+            figures = metrics.evaluation_metrics(stage, evaluation, index)
             self.log_dict({prefix + key: value for key, value in figures.items()})
 
     @override
@@ -348,7 +402,7 @@ class BitMappingModule(L.LightningModule):
             "epoch_log": self.epoch_log.state_dict(),
             "log_dir": self._log_dir(),  # where that history was published
         }
-        if self.learning_rates.scaled:
+        if self.learning_rates.scaled:  # each replica's factor, its stacked rate's included
             state["lr_scale"] = list(self.learning_rates.factors)
         if self.hparams.accumulate_gradients:  # the running sum is training state here
             state["gradients"] = {
@@ -373,7 +427,7 @@ class BitMappingModule(L.LightningModule):
             self.publisher.purge_from = self.epoch_log.last_epoch + 1
         self._restored["gradients"] = saved.get("gradients")
         for replica, factor in enumerate(saved.get("lr_scale", [])):
-            if factor != 1.0:
+            if factor != self.learning_rates.factors[replica]:  # dropped on a plateau
                 self.scale_learning_rate(replica, factor / self.learning_rates.factors[replica])
 
     def _log_dir(self) -> str | None:

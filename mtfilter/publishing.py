@@ -17,6 +17,7 @@ from mtfilter import tensorboard
 from mtfilter.epoch_log import EpochLog
 from mtfilter.errors import NonFiniteLossError
 from mtfilter.multitask import ConflictRecord
+from mtfilter.replicas import Replica
 
 
 class EpochPublisher:
@@ -24,13 +25,16 @@ class EpochPublisher:
     one event per epoch and replica; others: `log_metrics`), at most every `interval_s` seconds
     during training: each publish pulls the log to the host, one sync.
 
-    With stacked replicas TensorBoard gets one run per replica, `seed_<s>/`, with the same tags.
+    With stacked replicas TensorBoard gets one run per replica, named by it (`seed_<s>/`, or
+    `seed_<s>-lr_<rate>/` with stacked learning rates), with the same tags.
     """
 
     interval_s = 2.0
 
-    def __init__(self, epoch_log: EpochLog, conflicts: ConflictRecord, seeds: list[int]) -> None:
-        self.epoch_log, self.conflicts, self.seeds = epoch_log, conflicts, seeds
+    def __init__(
+        self, epoch_log: EpochLog, conflicts: ConflictRecord, replicas: list[Replica]
+    ) -> None:
+        self.epoch_log, self.conflicts, self.replicas = epoch_log, conflicts, replicas
         self.conflict_keys: list[str] = []
         # Earlier event files' epochs from here on are stale: all of them for a fit from scratch
         # (in a sweep's fixed folder, an attempt that stopped before its first checkpoint left
@@ -74,19 +78,19 @@ class EpochPublisher:
             row, replica, key = np.argwhere(bad)[0]
             self._non_finite = (
                 f"{self.epoch_log.keys[key]} became {values[row, replica, key]} at epoch "
-                f"{epochs[row]} (seed {self.seeds[replica]}): training stopped. Lower the "
+                f"{epochs[row]} ({self.replicas[replica].describe()}): training stopped. Lower the "
                 "learning rate or check the configuration; the best checkpoint and summary "
                 "of the epochs before are kept."
             )
 
     def writers(self, logger: TensorBoardLogger) -> list[SummaryWriter]:
-        """One writer per replica: the run's own for a single replica, else `seed_<s>/` folders
-        so TensorBoard shows each replica as its own run with the same tags."""
-        if len(self.seeds) == 1:
+        """One writer per replica: the run's own for a single replica, else a folder per
+        replica (`Replica.name`) so TensorBoard shows each as its own run with the same tags."""
+        if len(self.replicas) == 1:
             return [logger.experiment]
         if not self._replica_writers:
             self._replica_writers = [
-                SummaryWriter(f"{logger.log_dir}/seed_{seed}") for seed in self.seeds
+                SummaryWriter(f"{logger.log_dir}/{replica.name}") for replica in self.replicas
             ]
         return self._replica_writers
 
@@ -108,7 +112,7 @@ class EpochPublisher:
                     tensorboard.write_scalar_rows(writer, keys, epochs, replica_values)
             else:
                 for epoch, row in zip(epochs.tolist(), values, strict=True):
-                    logger.log_metrics(_replica_metrics(keys, row, self.seeds), step=epoch)
+                    logger.log_metrics(_replica_metrics(keys, row, self.replicas), step=epoch)
 
     def _write_cosine_images(self, loggers: list[Logger], epoch: int) -> None:
         cosines = self.conflicts.latest_cosines
@@ -120,23 +124,23 @@ class EpochPublisher:
                     tensorboard.write_cosine_image(writer, "conflict/cosine", matrix, epoch)
 
 
-def _replica_metrics(keys: list[str], row: np.ndarray, seeds: list[int]) -> dict[str, float]:
-    """Flatten a (R, K) row into logger metrics, prefixed by seed when there are replicas."""
-    if len(seeds) == 1:
+def _replica_metrics(keys: list[str], row: np.ndarray, replicas: list[Replica]) -> dict[str, float]:
+    """Flatten a (R, K) row into logger metrics, prefixed by replica when there are several."""
+    if len(replicas) == 1:
         return dict(zip(keys, row[0].tolist(), strict=True))
     return {
-        f"seed_{seed}/{key}": value
-        for seed, replica_row in zip(seeds, row, strict=True)
+        f"{replica.name}/{key}": value
+        for replica, replica_row in zip(replicas, row, strict=True)
         for key, value in zip(keys, replica_row.tolist(), strict=True)
     }
 
 
 @runtime_checkable
 class RecordsEpochs(Protocol):
-    """What mtfilter's callbacks read from a LightningModule: its replicas' seeds, the epoch
+    """What mtfilter's callbacks read from a LightningModule: its stacked replicas, the epoch
     log and its publishing, and what the run is, for its summary (`BitMappingModule` is one)."""
 
-    seeds: list[int]
+    replicas: list[Replica]
     num_bits: int
     epoch_log: EpochLog
     publisher: EpochPublisher

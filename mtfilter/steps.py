@@ -47,47 +47,51 @@ def average_gradients(parameters: list[nn.Parameter], reduce: Callable[[Tensor],
 
 
 class ReplicaLearningRates:
-    """A learning-rate factor per stacked replica.
+    """A learning-rate factor per stacked replica (stacked learning rates, drops on a plateau).
 
     Replicas share the optimizer's parameter groups, so the step itself is scaled: after it,
     each replica's parameters move `factor` times as far, `p = before + factor * (p - before)`.
     For optimizers whose step is proportional to the learning rate given their state (SGD with
     momentum, Adam, AdamW, RMSprop) that is exactly a learning rate of `factor * lr`.
+
+    Parameters are stacked replica-major on their leading axis, but for `scalarizers.{r}.*`,
+    one module per replica.
     """
 
-    def __init__(self, num_replicas: int) -> None:
-        self.factors = [1.0] * num_replicas
-        self._weights: list[Tensor] | None = None  # per parameter; None while every factor is 1
+    def __init__(self, factors: list[float]) -> None:
+        self.factors = list(factors)
+        self._weights: list[Tensor] | None = None  # per parameter, built at the next step
 
     @property
     def scaled(self) -> bool:
-        return self._weights is not None
+        return any(f != 1.0 for f in self.factors)
 
-    def scale(self, replica: int, factor: float, module: nn.Module) -> None:
-        """Multiply `replica`'s factor by `factor`. `module`'s parameters are stacked
-        replica-major on their leading axis, but for `scalarizers.{r}.*`, one per replica."""
+    def scale(self, replica: int, factor: float) -> None:
+        """Multiply `replica`'s factor by `factor`, from the next step on."""
         self.factors[replica] *= factor
-        if all(f == 1.0 for f in self.factors):
-            self._weights = None
+        self._weights = None
+
+    def step(self, optimizer: Any, module: nn.Module) -> None:
+        """`optimizer.step()`, then each replica's move scaled by its factor."""
+        if not self.scaled:
+            optimizer.step()
             return
-        device = next(module.parameters()).device
-        factors = torch.tensor(self.factors, device=device)
+        if self._weights is None:
+            self._weights = self._per_parameter(module)
+        parameters = [p.data for p in module.parameters()]
+        before = torch._foreach_mul(parameters, 1.0)  # one fused copy
+        optimizer.step()
+        torch._foreach_lerp_(before, parameters, self._weights)  # before + w (p - before)
+        torch._foreach_copy_(parameters, before)
+
+    def _per_parameter(self, module: nn.Module) -> list[Tensor]:
+        """Each parameter's factors, shaped to broadcast over it, on its device."""
         replicas, weights = len(self.factors), []
         for name, parameter in module.named_parameters():
+            factors = torch.tensor(self.factors, device=parameter.device, dtype=parameter.dtype)
             if name.startswith("scalarizers."):
                 weights.append(factors[int(name.split(".")[1])].reshape([1] * parameter.dim()))
             else:
                 per_row = factors.repeat_interleave(parameter.shape[0] // replicas)
                 weights.append(per_row.view(-1, *[1] * (parameter.dim() - 1)))
-        self._weights = weights
-
-    def step(self, optimizer: Any, module: nn.Module) -> None:
-        """`optimizer.step()`, then each replica's move scaled by its factor."""
-        if self._weights is None:
-            optimizer.step()
-            return
-        parameters = [p.data for p in module.parameters()]
-        before = [p.clone() for p in parameters]
-        optimizer.step()
-        torch._foreach_lerp_(before, parameters, self._weights)  # before + w (p - before)
-        torch._foreach_copy_(parameters, before)
+        return weights

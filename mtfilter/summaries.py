@@ -20,12 +20,14 @@ class Summary:
 
     `train` and `val` hold each figure of `metrics.FIGURES` under its name:
     `{name}_best`, `{name}_best_epoch` (and `_per_bit` lists) for figures with a best,
-    `{name}_final` (and `{name}_final_per_bit`) for figures with a final value.
+    `{name}_final` (and `{name}_final_per_bit`) for figures with a final value, `{name}_at_best`
+    for figures read at the epoch of the lowest `val/loss`.
     """
 
     status: str  # completed, stopped, interrupted, diverged, failed
     error: str | None = None
     seed: int | None = None
+    learning_rate: float | None = None  # a stacked learning rate's; None: the optimizer's
     data_seed: int | None = None
     data_fingerprint: str | None = None
     epochs: int = 0
@@ -36,6 +38,7 @@ class Summary:
     val: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, str | None] = field(default_factory=dict)
     multitask: dict[str, Any] = field(default_factory=dict)
+    floor: dict[str, Any] | None = None  # see floor.Floor: the model's representational floor
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def section(self, figure: Figure) -> dict[str, Any]:
@@ -49,6 +52,9 @@ class Summary:
 
     def final(self, figure: Figure) -> float | None:
         return self.section(figure).get(f"{figure.summary_name}_final")
+
+    def at_best(self, figure: Figure) -> float | None:
+        return self.section(figure).get(f"{figure.summary_name}_at_best")
 
     @property
     def converged(self) -> bool | None:
@@ -70,13 +76,16 @@ class StackedSummary:
 
     status: str
     error: str | None
-    seeds: list[int]
+    seeds: list[int]  # per replica (a seed repeats when learning rates are stacked)
     replicas: list[str]  # paths of the replicas' summaries, relative to the run folder
+    learning_rates: list[float] | None = None  # per replica, when learning rates are stacked
 
 
-def figure_fields(figure: Figure, best: Any, final: Any, num_bits: int) -> dict[str, Any]:
-    """A figure's entries in its summary section, from `best(tag) -> (value, epoch)` and
-    `final(tag) -> value` (None where the run has no value)."""
+def figure_fields(
+    figure: Figure, best: Any, final: Any, num_bits: int, at_best: Any = None
+) -> dict[str, Any]:
+    """A figure's entries in its summary section, from `best(tag) -> (value, epoch)`,
+    `final(tag) -> value` and `at_best(tag) -> value` (None where the run has no value)."""
     name, fields = figure.summary_name, {}
     bits = [f"{figure.tag}/bit_{i}" for i in range(num_bits)] if figure.per_bit else []
     if figure.best:
@@ -89,29 +98,36 @@ def figure_fields(figure: Figure, best: Any, final: Any, num_bits: int) -> dict[
         fields[f"{name}_final"] = final(figure.tag)
         if bits:
             fields[f"{name}_final_per_bit"] = [final(tag) for tag in bits]
+    if figure.at_best and at_best is not None:
+        fields[f"{name}_at_best"] = at_best(figure.tag)
     return fields
 
 
-def figure_sections(best: Any, final: Any, num_bits: int) -> dict[str, dict[str, Any]]:
+def figure_sections(
+    best: Any, final: Any, num_bits: int, at_best: Any = None
+) -> dict[str, dict[str, Any]]:
     """The `train` and `val` sections for every figure of `FIGURES`."""
     sections: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
     for figure in metrics.FIGURES:
-        sections[figure.stage].update(figure_fields(figure, best, final, num_bits))
+        sections[figure.stage].update(figure_fields(figure, best, final, num_bits, at_best))
     return sections
 
 
-def write(folder: Path, summaries: list[Summary], seeds: list[int], filename: str) -> None:
-    """One replica: its summary in `folder`; stacked replicas: each in `seed_<s>/` and the
-    list of them in `folder`."""
+def write(folder: Path, summaries: list[Summary], names: list[str], filename: str) -> None:
+    """One replica: its summary in `folder`; stacked replicas: each in its own folder (`names`,
+    e.g. `seed_3` or `seed_3-lr_0.01`) and the list of them in `folder`."""
     if len(summaries) == 1:
         write_json(folder / filename, asdict(summaries[0]))
         return
     paths = []
-    for seed, summary in zip(seeds, summaries, strict=True):
-        write_json(folder / f"seed_{seed}" / filename, asdict(summary))
-        paths.append(f"seed_{seed}/{filename}")
+    for name, summary in zip(names, summaries, strict=True):
+        write_json(folder / name / filename, asdict(summary))
+        paths.append(f"{name}/{filename}")
     first = summaries[0]
-    write_json(folder / filename, asdict(StackedSummary(first.status, first.error, seeds, paths)))
+    seeds = [summary.seed for summary in summaries if summary.seed is not None]
+    rates = [s.learning_rate for s in summaries if s.learning_rate is not None]
+    stacked = StackedSummary(first.status, first.error, seeds, paths, rates or None)
+    write_json(folder / filename, asdict(stacked))
 
 
 def read(folder: Path) -> list[tuple[Summary, Path]] | None:

@@ -111,3 +111,16 @@ def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
         nets = [net.train() for net in (stacked, alone_1, alone_0)]
         torch.testing.assert_close(nets[0](indices)[1], nets[1](indices)[0], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(nets[0](indices)[0], nets[2](indices)[0])
+
+
+def test_a_stacked_replica_that_converges_first_stops_there_as_its_separate_run(run_dir):
+    folder = log_dir(tiny_fit(*CHECK, "--data.seeds", "[0, 1, 2]"))
+    ends = []
+    for seed in (0, 1, 2):
+        stacked = read_summary(folder / f"seed_{seed}")
+        alone = read_summary(log_dir(tiny_fit(*CHECK, "--seed_everything", str(seed))))
+        assert stacked["convergence"] == alone["convergence"]
+        assert stacked["epochs"] == alone["epochs"] == stacked["convergence"]["epoch"]
+        assert stacked["val"] == alone["val"] and stacked["train"] == alone["train"]
+        ends.append(stacked["epochs"])
+    assert len(set(ends)) > 1  # they converged at different epochs: the early ones waited

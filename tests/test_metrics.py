@@ -24,7 +24,8 @@ def test_the_epoch_row_follows_the_spec():
     keys = metrics.epoch_keys(num_bits=2)
     assert keys == ["train/loss", "train/loss/bit_0", "train/loss/bit_1", "train/batch_loss_min",
                     "val/loss", "val/loss/bit_0", "val/loss/bit_1", "val/acc", "val/acc/bit_0",
-                    "val/acc/bit_1", "val/exact_match"]  # fmt: skip
+                    "val/acc/bit_1", "val/exact_match", "val/bit_error", "val/bit_error/bit_0",
+                    "val/bit_error/bit_1", "val/exact_match_error"]  # fmt: skip
     evaluation = metrics.Evaluation(torch.rand(3, 2), torch.rand(3, 2), torch.rand(3))
     inputs = metrics.EpochFigures(torch.rand(3, 2), torch.rand(4, 3), evaluation)
     row = metrics.epoch_row(inputs)

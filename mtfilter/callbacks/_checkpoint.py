@@ -91,7 +91,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record = recording(pl_module)  # checked once, read every epoch
-        replicas = len(self._record.seeds)
+        replicas = len(self._record.replicas)
         state = pl_module.state_dict()  # detached tensors sharing the live storage
         self._names = [
             name
@@ -115,11 +115,15 @@ class BestEpochCheckpoint(ModelCheckpoint):
         assert self._best_score is not None and self._best_epoch is not None
         assert self._record is not None
         record = self._record
+        epoch = trainer.current_epoch + 1
         current = record.epoch_log.latest(self.monitor)  # (R,) on the device
+        ended = _ended(trainer, epoch, len(record.replicas))
+        if ended is not None:  # a replica that converged stopped there: later epochs never count
+            current = current.masked_fill(torch.tensor(ended, device=current.device), math.inf)
         if current.device.type == "cpu":  # reading it costs no synchronisation here
-            self._track_on_host(current, trainer.current_epoch + 1)
+            self._track_on_host(current, epoch)
         else:
-            self._track_on_device(current, trainer.current_epoch + 1)
+            self._track_on_device(current, epoch)
 
         due = time.monotonic() >= self._next_write
         if trainer.world_size > 1:
@@ -247,3 +251,15 @@ class BestEpochCheckpoint(ModelCheckpoint):
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass
+
+
+def _ended(trainer: L.Trainer, epoch: int, replicas: int) -> list[bool] | None:
+    """Per replica, whether it ended before `epoch` (converged with a stop, see
+    `ConvergenceStop.end_epochs`); None while none has."""
+    from mtfilter.callbacks._convergence import ConvergenceStop  # a sibling: no cycle at import
+
+    stop = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
+    if stop is None or len(stop.end_epochs) != replicas:
+        return None
+    ended = [end is not None and epoch > end for end in stop.end_epochs]
+    return ended if any(ended) else None

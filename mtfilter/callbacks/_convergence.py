@@ -23,6 +23,10 @@ class ConvergenceStop(Callback):
     plateau at its last learning rate counts as converged. A constant learning rate leaves a
     loss floor set by the size of its steps; the drops let each run settle into its optimum.
 
+    With `stop`, a stacked replica that converges before its stack-mates stops there as its
+    separate run would: its weights are frozen (learning rate 0) and its figures, summary and
+    best checkpoint count its epochs up to that one only (`end_epochs`).
+
     Written by hand because Lightning's EarlyStopping watches one logged value (a host sync
     every epoch here), with an absolute `min_delta` only, and decides for the whole model; this
     reads the device-side epoch log at its checks only and decides per replica. Checks fall on
@@ -71,7 +75,7 @@ class ConvergenceStop(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        replicas = len(recording(pl_module).seeds)
+        replicas = len(recording(pl_module).replicas)
         if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
             self.converged_epochs = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
@@ -96,6 +100,8 @@ class ConvergenceStop(Callback):
                 record.scale_learning_rate(replica, self.lr_drop_factor)
             else:
                 self.converged_epochs[replica] = epoch
+                if self.stop:  # its separate run ends here: no further step moves it
+                    record.scale_learning_rate(replica, 0.0)
         done = all(e is not None for e in self.converged_epochs)
         if self.stop and done and not trainer.should_stop:
             rank_zero_info(
@@ -103,6 +109,14 @@ class ConvergenceStop(Callback):
                 f"{self.rel_tol:g} (relative) over the last {self.patience} epochs"
             )
             trainer.should_stop = True
+
+    @property
+    def end_epochs(self) -> list[int | None]:
+        """Per replica, the last epoch its figures count (its convergence, with `stop`), or
+        None: every epoch."""
+        if not self.stop:
+            return [None] * len(self.converged_epochs)
+        return list(self.converged_epochs)
 
     def summary(self, replica: int) -> dict[str, Any]:
         """The criterion and its outcome for one replica, for the run summary."""

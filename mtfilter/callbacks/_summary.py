@@ -25,8 +25,8 @@ class RunSummary(Callback):
     Written when fit ends, also when it stops on an error or interrupt. Its fields are
     `summaries.Summary`; its figures follow `metrics.FIGURES`.
 
-    With stacked replicas, each replica gets its own `seed_<s>/summary.json` (a complete run
-    summary) and the top-level file lists them.
+    With stacked replicas, each replica gets its own `seed_<s>/summary.json` (`seed_<s>-lr_<rate>/`
+    with stacked learning rates; a complete run summary) and the top-level file lists them.
 
     Args:
         filename: Name of the summary file.
@@ -99,14 +99,14 @@ class RunSummary(Callback):
         wall = self.wall_time_s
         runs = [
             run_summary(trainer, record, replica, status, error, wall)
-            for replica in range(len(record.seeds))
+            for replica in range(len(record.replicas))
         ]
         for summary, writer in zip(runs, _hparams_writers(trainer, record), strict=True):
             if writer is not None and summary.epochs > 0:
                 tensorboard.write_hparams(
                     writer, _flat_hparams(summary), _headline(summary), summary.epochs
                 )
-        summaries.write(Path(folder), runs, record.seeds, self.filename)
+        summaries.write(Path(folder), runs, [r.name for r in record.replicas], self.filename)
 
 
 def run_summary(
@@ -117,31 +117,49 @@ def run_summary(
     error: str | None,
     wall_time_s: float,
 ) -> Summary:
-    """The summary of one replica: best and final figures, sizes, seeds and provenance."""
+    """The summary of one replica: best and final figures, sizes, seeds and provenance. A
+    stacked replica that converged before its stack-mates ended there (see `ConvergenceStop`):
+    its figures count the epochs up to that one, as its separate run's do."""
     log = record.epoch_log
+    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
+    until = convergence.end_epochs if convergence is not None else None
+    end = until[replica] if until and replica < len(until) else None
 
     def best(key: str) -> tuple[float | None, int | None]:
-        values, epochs = log.best(key)
+        values, epochs = log.best(key, until if until and len(until) == len(record.replicas)
+                                  else None)  # fmt: skip
         value = _finite(values[replica])
         return value, (int(epochs[replica]) if value is not None else None)
 
     def final(key: str) -> float | None:
-        return _finite(log.last(key)[replica]) if log.num_epochs else None
+        if not log.num_epochs:
+            return None
+        if end is None:
+            return _finite(log.last(key)[replica])
+        return _finite(log.at(key, [end] * len(record.replicas))[replica])
 
-    sections = summaries.figure_sections(best, final, record.num_bits)
+    best_epoch = best(metrics.BEST_EPOCH_OF)[1]
+
+    def at_best(key: str) -> float | None:  # at the epoch of the lowest val/loss
+        if best_epoch is None:
+            return None
+        epochs, values = log.history(key)
+        return _finite(values[np.searchsorted(epochs, best_epoch), replica])
+
+    sections = summaries.figure_sections(best, final, record.num_bits, at_best)
     checkpoint = trainer.checkpoint_callback
     paths = isinstance(checkpoint, BestEpochCheckpoint)
     datamodule = trainer.datamodule
-    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
     description = record.run_description(replica)
     data = _public(datamodule.hparams) if datamodule is not None else {}
     return Summary(
         status=status,
         error=error,
-        seed=record.seeds[replica],
+        seed=record.replicas[replica].seed,
+        learning_rate=record.replicas[replica].learning_rate,
         data_seed=data.get("data_seed"),
         data_fingerprint=description["hparams"].get("data_fingerprint"),
-        epochs=log.num_epochs,
+        epochs=log.num_epochs if end is None else min(end, log.last_epoch),
         convergence=convergence.summary(replica) if convergence is not None else None,
         wall_time_s=round(wall_time_s, 3),
         parameters=description["parameters"],
@@ -152,10 +170,11 @@ def run_summary(
             "last": checkpoint.last_path if paths else None,
         },
         multitask=description["multitask"],
+        floor=description.get("floor"),
         hparams={
             "model": description["hparams"],
             "data": data,
-            "optimizer": _optimizer_summary(trainer),
+            "optimizer": _optimizer_summary(trainer, record.replicas[replica].learning_rate),
         },
     )
 
@@ -165,15 +184,16 @@ def _public(hparams: Any) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if k != "seeds" and not k.startswith("_")}
 
 
-def _optimizer_summary(trainer: L.Trainer) -> dict[str, Any]:
+def _optimizer_summary(trainer: L.Trainer, learning_rate: float | None) -> dict[str, Any]:
+    """The optimizer's class and settings; a stacked replica's `lr` is its own rate."""
     if not trainer.optimizers:
         return {}
     optimizer = trainer.optimizers[0]
     simple = (int, float, str, bool, type(None))
-    return {
-        "class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
-        **{k: v for k, v in optimizer.defaults.items() if isinstance(v, simple)},
-    }
+    settings = {k: v for k, v in optimizer.defaults.items() if isinstance(v, simple)}
+    if learning_rate is not None:
+        settings["lr"] = learning_rate
+    return {"class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}", **settings}
 
 
 def _headline(summary: Summary) -> dict[str, float]:
@@ -204,7 +224,7 @@ def _flat_hparams(summary: Summary) -> dict[str, Any]:
 def _hparams_writers(trainer: L.Trainer, record: RecordsEpochs) -> list[Any]:
     logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if logger is None:
-        return [None] * len(record.seeds)
+        return [None] * len(record.replicas)
     return record.publisher.writers(logger)
 
 
