@@ -55,8 +55,16 @@ def _summary(width: int, layout: str, seed: int) -> dict:
         "parameters": {"total": width * (10 if layout == "st" else 1), "per_task": width},
         "train": {"loss_best": loss + 0.01, "loss_best_epoch": 90 + seed},
         "val": {"loss_best": loss, "loss_best_epoch": 95 + seed, "acc_final": 0.9,
-                "exact_match_final": 0.5},
+                "exact_match_final": 0.5, "bit_error_best": loss / 2,
+                "exact_match_error_best": 3 * loss},
+        "floor": MT_FLOOR if layout == "mt" else ST_FLOOR,
     }  # fmt: skip
+
+
+MT_FLOOR = {"bit_error": 0.01, "bit_error_kind": "lower bound", "exact_match_error": 0.05,
+            "exact_match_error_kind": "exact"}  # fmt: skip
+ST_FLOOR = {"bit_error": 0.0, "bit_error_kind": "exact", "exact_match_error": 0.0,
+            "exact_match_error_kind": "exact"}  # fmt: skip
 
 
 def hand_estimate(values):
@@ -84,7 +92,7 @@ def test_means_intervals_and_paired_gap_match_hand_computation(tmp_path):
     narrow, wide = comparisons
     st = [LOSSES[(8, "st", s)] for s in range(3)]
     mt = [LOSSES[(8, "mt", s)] for s in range(3)]
-    for estimate, values in ((narrow.loss["st"], st), (narrow.loss["mt"], mt)):
+    for estimate, values in ((narrow.value["st"], st), (narrow.value["mt"], mt)):
         assert (estimate.mean, estimate.low, estimate.high) == pytest.approx(hand_estimate(values))
     gaps = [m - s for m, s in zip(mt, st, strict=True)]  # paired by seed
     assert (narrow.gap.mean, narrow.gap.low, narrow.gap.high) == pytest.approx(hand_estimate(gaps))
@@ -123,12 +131,31 @@ def test_report_writes_csv_markdown_and_plots(tmp_path):
         "loss_vs_parameters.png",
     }
     table = (folder / "results.md").read_text()
-    assert "| 8 | 1 | 0.1000 | 95 | 0.2100 | 95 | +0.1100 |" in table
+    # per width: the floor, then per layout the compared loss, bit error, exact-match error, epoch
+    assert ("| 8 | 1 | >=0.0100 / 0.0500 | 0.1000 | 0.0500 | 0.3000 | 95 | 0.2100 | 0.1050 | "
+            "0.6300 | 95 | +0.1100 |") in table  # fmt: skip
+    assert "mt floor (bit / exact-match error) | st val loss | st bit error |" in table
     assert "hidden_dim 8: mt - st = +0.1100 (one seed" in table
     with open(folder / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and rows[0]["status"] == "completed"
-    assert {"model.hidden_dim", "val_loss_best", "parameters_total", "wall_time_s"} <= set(rows[0])
+    assert {"model.hidden_dim", "val_loss_best", "parameters_total", "wall_time_s",
+            "val_bit_error_best", "val_exact_match_error_at_best", "floor_bit_error",
+            "floor_exact_match_error_kind"} <= set(rows[0])  # fmt: skip
+    mt = next(row for row in rows if row["model.layout"] == "mt")
+    assert float(mt["floor_bit_error"]) == 0.01 and mt["floor_bit_error_kind"] == "lower bound"
+
+
+def test_the_errors_can_be_compared_and_their_plot_shows_the_floor(tmp_path):
+    folder = fake_sweep(tmp_path, stacked=True)
+    written = {p.name for p in report(folder, metric="bit_error")}
+    assert {"bit_error_vs_width.png", "errors_vs_width.png", "gap_vs_width.png"} <= written
+    text = (folder / "results.md").read_text()
+    assert "Compared: bit error" in text and "| st bit error | st val loss |" in text
+    mt = [LOSSES[(8, "mt", s)] / 2 for s in range(3)]
+    st = [LOSSES[(8, "st", s)] / 2 for s in range(3)]
+    gap = [m - t for m, t in zip(mt, st, strict=True)]
+    assert f"+{sum(gap) / 3:.4f} [" in text
 
 
 # a method on mt at width 8: best loss per seed, and its mean conflict telemetry
@@ -207,13 +234,17 @@ def test_figures_that_are_not_optima_are_marked(tmp_path):
         summary["convergence"] = None
         summary["val"]["loss_best_epoch"] = 100 if seed else 50
         path.write_text(json.dumps(summary))
-    report(folder)
+    report(folder)  # by default, figures are optima only: the two late seeds are left out
+    text = (folder / "results.md").read_text()
+    assert "| 0.2100 †2 |" in text  # seed 0's alone
+    assert "hidden_dim 8: mt - st = +0.1100 (one seed" in text
+    assert "(over converged seeds only; † not converged, left out: mt)" in text
+    line_64 = next(line for line in text.splitlines() if line.startswith("- hidden_dim 64"))
+    assert "†" not in line_64 and "hidden_dim 64: no clear difference" in text
+    report(folder, unconverged="mark")  # a fixed-budget study: kept and marked
     text = (folder / "results.md").read_text()
     assert "| 0.2133 [0.1990, 0.2277] †2/3 |" in text  # two seeds late, one early
     assert "hidden_dim 8: mt is worse" in text and "(† not converged: mt;" in text
-    assert "hidden_dim 64: no clear difference" in text
-    line_64 = next(line for line in text.splitlines() if line.startswith("- hidden_dim 64"))
-    assert "†" not in line_64
 
 
 def fake_lr_sweep(folder: Path) -> Path:
@@ -265,13 +296,14 @@ def test_a_setting_is_chosen_on_some_seeds_and_reported_on_the_others(tmp_path):
     report(folder)  # the selection settings come from the sweep's own sweep.json
     text = (folder / "results.md").read_text()
     assert "## `model.optimizer.init_args.lr` chosen per point" in text
-    assert "| 8 | st | 2 | 0.01: 0.0505, 0.1: 0.0105 | 0.1 |" in text
+    assert "| 8 | st | 2 | 0.01: 0.0505, 0.1: 0.0105 | lr=0.1 ‡high |" in text  # at an edge
     assert "chosen on the selection seeds and reported below on the other seeds" in text
     # reported: lr 0.1 on seeds 2-4 only
     st = [LR_LOSS[("st", 0.1, False)] + 0.001 * seed for seed in (2, 3, 4)]
     mt = [LR_LOSS[("mt", 0.1, False)] + 0.001 * seed for seed in (2, 3, 4)]
     st_mean, mt_mean = sum(st) / 3, sum(mt) / 3
-    assert f"| 8 | 3 | {st_mean:.4f} [" in text and f"| {mt_mean:.4f} [" in text
+    assert f"| 8 | 3 | >=0.0100 / 0.0500 | {st_mean:.4f} [" in text
+    assert f"| {mt_mean:.4f} [" in text
 
 
 def test_sections_are_named_by_the_settings_they_change(tmp_path):

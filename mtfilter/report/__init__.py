@@ -1,14 +1,16 @@
 """`mtfilter report SWEEP_DIR`: a sweep's runs as results.csv, the seed table's shape with
 confidence intervals, verdicts and convergence marks in results.md, and plots."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mtfilter.errors import ConfigError
 from mtfilter.folders import SWEEP_FILE, read_json
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
-from mtfilter.report._plots import plot_all
+from mtfilter.report._metric import METRICS, MetricName
 from mtfilter.report._select import Choice, select
 from mtfilter.report._stats import Estimate, Report, WidthComparison, compare, verdict
 
@@ -19,20 +21,20 @@ __all__ = [
     "WidthComparison",
     "compare",
     "compare_methods",
+    "pick",
     "report",
     "verdict",
 ]
 
-Metric = Literal["val", "train", "batch"]
-
 
 def report(
     folder: str | Path,
-    metric: Metric | None = None,
+    metric: MetricName | None = None,
     width_key: str | None = None,
     layout_key: str | None = None,
-    select_key: str | None = None,
+    select_key: str | list[str] | None = None,
     selection_seeds: list[int] | None = None,
+    unconverged: Literal["exclude", "mark"] | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the plots of a sweep folder; returns their paths.
 
@@ -41,43 +43,102 @@ def report(
 
     Args:
         folder: The sweep's folder.
-        metric: Which best loss the table and plots compare: `val` (the full-dataset pass in
-            eval mode, every epoch; the default), `train` (the epoch mean of the training loss)
-            or `batch` (the lowest loss of a single training batch: the original's figure).
+        metric: Which best figure the table and plots compare: `val` (the full-dataset loss in
+            eval mode, every epoch; the default), `train` (the epoch mean of the training loss),
+            `batch` (the lowest loss of a single training batch: the original's figure), or
+            the figures that mean the same under every loss: `bit_error` (share of wrong bits)
+            and `exact_match_error` (share of inputs with a wrong bit). Every table shows the
+            loss, both errors and the representational floor beside it.
         width_key: The varied key that is the model width (default `model.hidden_dim`).
         layout_key: The varied key holding `st` and `mt` (default `model.layout`).
-        select_key: A varied key (e.g. `model.optimizer`) of which one value is chosen per
-            width and layout: the one with the lowest mean best loss on `selection_seeds`.
+        select_key: A varied key (e.g. `model.optimizer.init_args.lr`), or several, of which
+            one value is chosen per width and layout: the one with the lowest mean best `metric`
+            on `selection_seeds` (ties: the lowest mean best loss). A choice at the lowest or
+            highest value tried is marked: the optimum may lie beyond.
         selection_seeds: The seeds the choice is made on; the table then reports the chosen
             value on the other seeds. Default: all seeds (chosen and reported on the same).
+        unconverged: `exclude` (the default): runs that did not converge are counted and
+            named but left out of every figure and comparison, which are then optima only;
+            `mark`: kept and marked (fixed-budget studies, where no figure is an optimum).
     """
     folder = Path(folder)
-    saved: dict[str, Any] = (read_json(folder / SWEEP_FILE) or {}).get("report") or {}
-    metric = metric or saved.get("metric", "val")
-    width_key = width_key or saved.get("width_key", "model.hidden_dim")
-    layout_key = layout_key or saved.get("layout_key", "model.layout")
-    select_key = select_key or saved.get("select_key")
-    if selection_seeds is None:
-        selection_seeds = saved.get("selection_seeds")
+    settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
+                         select_key=select_key, selection_seeds=selection_seeds,
+                         unconverged=unconverged)  # fmt: skip
+    width_key, layout_key = settings.width_key, settings.layout_key
     keys, rows = collect(folder)
     written = [folder / "results.csv", folder / "results.md"]
     write_csv(written[0], keys, rows)
     choices: list[Choice] = []
-    if select_key is not None and select_key in keys:
-        rows, choices = select(rows, keys, metric, select_key, width_key, layout_key,
-                               selection_seeds)  # fmt: skip
-        keys = [k for k in keys if k != select_key]
-    sections = compare(rows, keys, metric, width_key, layout_key)
-    methods = compare_methods(rows, keys, metric, width_key, layout_key)
+    every_row = rows
+    chosen = settings.metric
+    select_keys = [k for k in settings.select_keys if k in keys]
+    if select_keys:
+        rows, choices = select(rows, keys, chosen, select_keys, width_key, layout_key,
+                               settings.selection_seeds)  # fmt: skip
+        keys = [k for k in keys if k not in select_keys]
+    sections = compare(rows, keys, chosen, width_key, layout_key,
+                       unconverged=settings.unconverged)  # fmt: skip
+    methods = compare_methods(rows, keys, chosen, width_key, layout_key, settings.unconverged)
     if methods:  # their own table; the seed table's shape where both st and mt ran
         sections = {
             s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)
         } or sections
-    table = Report(folder=folder, keys=keys, rows=rows, metric=metric, width_key=width_key,
+    table = Report(folder=folder, keys=keys, rows=rows, metric=chosen, width_key=width_key,
                    layout_key=layout_key, sections=sections, methods=methods, choices=choices,
-                   select_key=select_key)  # fmt: skip
+                   select_key=select_keys or None, unconverged=settings.unconverged,
+                   every_row=every_row)  # fmt: skip
     write_markdown(written[1], table)
+    from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
+
     return written + plot_all(table)
+
+
+def pick(folder: str | Path, runs: list[str] | None = None) -> list[Choice]:
+    """The choices the report of a sweep folder makes (its `select_key` on its
+    `selection_seeds`), from the runs named (default: all), without writing anything: what
+    the sweep's select-then-confirm protocol acts on."""
+    folder = Path(folder)
+    settings = _settings(folder)
+    keys, rows = collect(folder, runs)
+    select_keys = [k for k in settings.select_keys if k in keys]
+    if not select_keys:
+        return []
+    return select(rows, keys, settings.metric, select_keys, settings.width_key,
+                  settings.layout_key, settings.selection_seeds)[1]  # fmt: skip
+
+
+@dataclass
+class _Settings:
+    metric: str
+    width_key: str
+    layout_key: str
+    select_keys: list[str]
+    selection_seeds: list[int] | None
+    unconverged: str
+
+
+def _settings(folder: Path, **given: Any) -> _Settings:
+    """The report's options: those given, else the sweep's own `report` settings (its
+    sweep.json), else the defaults."""
+    saved: dict[str, Any] = (read_json(folder / SWEEP_FILE) or {}).get("report") or {}
+
+    def option(name: str, default: Any) -> Any:
+        value = given.get(name)
+        return value if value is not None else saved.get(name, default)
+
+    metric = option("metric", "val")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    select_key = option("select_key", None)
+    return _Settings(
+        metric=metric,
+        width_key=option("width_key", "model.hidden_dim"),
+        layout_key=option("layout_key", "model.layout"),
+        select_keys=[select_key] if isinstance(select_key, str) else list(select_key or []),
+        selection_seeds=option("selection_seeds", None),
+        unconverged=option("unconverged", "exclude"),
+    )
 
 
 def _both_layouts(comparisons: list[WidthComparison]) -> bool:

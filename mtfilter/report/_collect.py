@@ -8,7 +8,14 @@ from typing import Any
 
 from mtfilter import metrics, summaries
 from mtfilter.errors import ConfigError
-from mtfilter.folders import RUN_FILE, SEED_KEY, SWEEP_FILE, grid_keys, read_json
+from mtfilter.folders import (
+    LEARNING_RATE_KEY,
+    RUN_FILE,
+    SEED_KEY,
+    SWEEP_FILE,
+    grid_keys,
+    read_json,
+)
 from mtfilter.summaries import Summary
 
 # Conflict telemetry columns: the run's mean over its measurements (empty where not measured).
@@ -21,40 +28,56 @@ CONFLICT_FIGURES = {
 
 def figure_columns() -> list[str]:
     """The figures' columns of results.csv, from `metrics.FIGURES`: `{column}_best` and
-    `{column}_best_epoch` for a best value, `{column}_final` for a final one."""
+    `{column}_best_epoch` for a best value, `{column}_final` for a final one, `{column}_at_best`
+    for one read at the epoch of the lowest val/loss."""
     columns = []
     for figure in metrics.FIGURES:
         if figure.best:
             columns += [f"{figure.column}_best", f"{figure.column}_best_epoch"]
         if figure.final:
             columns.append(f"{figure.column}_final")
+        if figure.at_best:
+            columns.append(f"{figure.column}_at_best")
     return columns
+
+
+# The representational floor (see mtfilter.floor), per run.
+FLOOR_COLUMNS = {
+    "floor_bit_error": "bit_error",
+    "floor_bit_error_kind": "bit_error_kind",
+    "floor_exact_match_error": "exact_match_error",
+    "floor_exact_match_error_kind": "exact_match_error_kind",
+}
 
 
 def columns() -> list[str]:
     """Every figure of a row, in the order of results.csv after the varied keys."""
-    return ["parameters_total", "parameters_per_task", *figure_columns(), "epochs", "converged",
-            "converged_epoch", "wall_time_s", *CONFLICT_FIGURES]  # fmt: skip
+    return ["parameters_total", "parameters_per_task", *figure_columns(), *FLOOR_COLUMNS,
+            "epochs", "converged", "converged_epoch", "wall_time_s",
+            *CONFLICT_FIGURES]  # fmt: skip
 
 
-def collect(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """The sweep's varied keys and its rows, one per run and seed."""
+def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """The sweep's varied keys and its rows, one per run and replica (of the runs named, or
+    of every run)."""
     sweep = read_json(folder / SWEEP_FILE)
     if sweep is None:
         raise ConfigError(f"{folder} is not a sweep folder (no readable {SWEEP_FILE})")
     keys = grid_keys(sweep.get("grid", {}))
     rows = []
-    for name in sweep.get("runs", []):
+    for name in sweep.get("runs", []) if runs is None else runs:
         run_folder = folder / name
         state = read_json(run_folder / RUN_FILE)
         if state is None:
             continue
         replicas = summaries.read(run_folder)
-        if replicas is None:  # never finished: a row per seed without figures
-            replicas = [(Summary(status=state.get("status") or "pending", seed=seed), run_folder)
-                        for seed in state.get("seeds") or [None]]  # fmt: skip
+        status = state.get("status") or "pending"
+        rates, seeds = state.get("learning_rates") or [None], state.get("seeds") or [None]
+        if replicas is None:  # never finished: a row per replica without figures
+            replicas = [(Summary(status=status, seed=seed, learning_rate=rate), run_folder)
+                        for rate in rates for seed in seeds]  # fmt: skip
         for summary, log_dir in replicas:
-            rows.append(_row(name, state, summary, log_dir, len(state.get("seeds") or [1])))
+            rows.append(_row(name, state, summary, log_dir, len(rates) * len(seeds)))
     return keys, rows
 
 
@@ -64,8 +87,12 @@ def _row(
     values = dict(state.get("values", {}))
     if summary.seed is not None:
         values[SEED_KEY] = summary.seed
-    if summary.layout() is not None:  # also where the base config sets it: methods on mt, say
-        values.setdefault("model.layout", summary.layout())
+    if summary.learning_rate is not None:  # a replica of stacked learning rates
+        values[LEARNING_RATE_KEY] = summary.learning_rate
+    model = summary.hparams.get("model") or {}
+    for key in ("layout", "hidden_dim"):  # also where the base config sets them: methods on mt
+        if model.get(key) is not None:
+            values.setdefault(f"model.{key}", model[key])
     conflict = summary.multitask.get("conflict_mean") or {}
     status = summary.status
     if state.get("status") not in (None, "completed") and status == "completed":
@@ -77,6 +104,9 @@ def _row(
             figures[f"{figure.column}_best"], figures[f"{figure.column}_best_epoch"] = best, epoch
         if figure.final:
             figures[f"{figure.column}_final"] = summary.final(figure)
+        if figure.at_best:
+            figures[f"{figure.column}_at_best"] = summary.at_best(figure)
+    floor = summary.floor or {}
     convergence = summary.convergence or {}
     return {
         "run": name,
@@ -85,6 +115,7 @@ def _row(
         "parameters_total": summary.parameters.get("total"),
         "parameters_per_task": summary.parameters.get("per_task"),
         **figures,
+        **{column: floor.get(field) for column, field in FLOOR_COLUMNS.items()},
         "epochs": summary.epochs if summary.epochs else None,
         "converged": convergence.get("converged"),
         "converged_epoch": convergence.get("epoch"),

@@ -1,126 +1,182 @@
 """`results.md`: the seed table's shape (per width: st best, mt best, mt - st), with means and
-95% confidence intervals over seeds, a verdict per width, and every figure that is not an
-optimum (its run did not converge) marked."""
+95% confidence intervals over seeds, the loss, both errors and the representational floor beside
+the compared figure, a verdict per width, and every run that did not converge named (and, by
+default, left out: see `compare`)."""
 
+import math
 from pathlib import Path
 from typing import Any
 
-from mtfilter.folders import short_value
+from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY
 from mtfilter.report._methods import MethodResult
+from mtfilter.report._metric import METRICS, SIDE_FIGURES, Metric
 from mtfilter.report._select import Choice
 from mtfilter.report._stats import (
     LAYOUTS,
     EpochRange,
     Estimate,
+    FloorCells,
     Report,
     WidthComparison,
     sort_key,
     verdict,
 )
 
-METRIC_TEXT = {
-    "val": "the lowest full-dataset loss (mean per-bit loss, eval mode) over all epochs, and the "
-    "epoch it was reached",
-    "train": "the lowest epoch-mean training loss (mean per-bit loss, training mode) over all "
-    "epochs, and the epoch it was reached",
-    "batch": "the lowest loss of a single training batch (mean per-bit loss, training mode, "
-    "before the step) over all steps, the original experiment's figure, and its epoch",
-}
 UNCONVERGED = "†"
+EDGE = "‡"
 
 
 def write_markdown(path: Path, report: Report) -> None:
-    folder, keys, rows, metric = report.folder, report.keys, report.rows, report.metric
-    width_key, sections = report.width_key, report.sections
+    folder, rows, compared = report.folder, report.rows, report.compared
+    width_name, sections = report.width_name, report.sections
     methods, choices, select_key = report.methods, report.choices, report.select_key
     lines = [f"# Sweep results: {folder.name}", ""]
     statuses: dict[str, int] = {}
-    for row in rows:
+    every_row = report.every_row or rows  # selection runs included
+    for row in every_row:
         status = row.get("status") or "pending"
         statuses[status] = statuses.get(status, 0) + 1
     counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    wall = sum(_wall_time(rows).values())
-    runs = len({row["run"] for row in rows})
+    wall = sum(_wall_time(every_row).values())
+    runs = len({row["run"] for row in every_row})
+    replicas = "replica" if len(every_row) == 1 else "replicas"
     lines += [
-        f"{len(rows)} points in {runs} runs ({counts}); {_duration(wall)} of training in all "
-        "(stacked seeds train together).",
-        f"Varied: {', '.join(f'`{k}`' for k in keys)}. Figure: {METRIC_TEXT[metric]}.",
-        "Several seeds: mean [95% t-interval, from 3 seeds on; a loss's cut at 0]; the gap is "
+        f"{len(every_row)} {replicas} (seed and setting) of {runs} run{'s' if runs != 1 else ''} "
+        f"({counts}); {_duration(wall)} of training in all (stacked replicas train together).",
+        f"Varied: {', '.join(f'`{k}`' for k in report.keys)}. Compared: {compared.label}, "
+        f"{compared.text}.",
+        "Beside it, each layout's best loss, bit error and exact-match error (each its own "
+        "lowest over epochs), and the representational floor of mt's last hidden layer: the "
+        "lowest bit error / exact-match error any weights can reach through it "
+        "(`>=`: a lower bound; st's towers have one output each, floor 0).",
+        "Several seeds: mean [95% t-interval, from 3 seeds on; an error's cut at 0]; the gap is "
         "paired by seed; epochs: the median of the seeds' best epochs (their range). Per-run "
         "figures are in results.csv.",
-        f"{UNCONVERGED} marks a figure with seeds whose run did not converge (its convergence "
-        "check never passed or, without one, its best epoch fell in the last tenth of its "
-        "epochs): not an optimum, and a gap with such a side is not a comparison of optima.",
+        _unconverged_text(report.unconverged),
         "",
     ]
     if choices:
-        lines += _choices_section(choices, select_key or "", width_key.rsplit(".", 1)[-1])
-    width_name = width_key.rsplit(".", 1)[-1]
+        lines += _choices_section(choices, select_key or [], width_name)
     for section, comparisons in sections.items():
         if section:  # other keys varied: a heading per section
             name = report.section_name(section)
             lines += [f"## st and mt{', ' + name if name else ''}", ""]
-        lines += [
-            f"| {width_name} | seeds | st best | st epoch | mt best | mt epoch | mt - st |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for c in comparisons:
-            n = max((e.n for e in c.loss.values()), default=0)
-            cells = []
-            for layout in LAYOUTS:
-                estimate = c.loss.get(layout)
-                mark = _mark(c.unconverged.get(layout, 0), estimate)
-                cells += (
-                    [_estimate(estimate) + mark, _epoch(c.epoch.get(layout))]
-                    if estimate
-                    else ["-", "-"]
-                )
-            gap = _estimate(c.gap, signed=True) if c.gap else "-"
-            lines.append(f"| {c.width} | {n} | " + " | ".join(cells) + f" | {gap} |")
-        lines.append("")
+        lines += _width_table(comparisons, compared, width_name, report.unconverged)
         verdicts = [
-            f"- {width_name} {c.width}: {verdict(c.gap)}{_caveat(c)}" for c in comparisons if c.gap
+            f"- {width_name} {c.width}: {verdict(c.gap)}{_caveat(c, report.unconverged)}"
+            for c in comparisons
+            if c.gap
         ]
         lines += [*verdicts, ""] if verdicts else []
     if methods:
-        lines += _methods_section(methods, width_name)
-    failed = [row for row in rows if row.get("status") not in ("completed", None)]
+        lines += _methods_section(methods, width_name, compared)
+    failed = [row for row in every_row if row.get("status") not in ("completed", None)]
     if failed:
         lines += ["## Runs that did not complete", ""]
-        lines += [f"- {row['run']} (seed {row.get('seed_everything')}): {row['status']}"
-                  for row in failed]  # fmt: skip
+        lines += [f"- {row['run']} ({_replica_text(row)}): {row['status']}" for row in failed]
         lines.append("")
     path.write_text("\n".join(lines))
 
 
-def _methods_section(methods: list[MethodResult], width_name: str) -> list[str]:
+def _unconverged_text(unconverged: str) -> str:
+    if unconverged == "mark":
+        return (
+            f"{UNCONVERGED} marks a figure with seeds whose run did not converge (its "
+            "convergence check never passed or, without one, its best epoch fell in the last "
+            "tenth of its epochs): not an optimum, and a gap with such a side is not a "
+            "comparison of optima."
+        )
+    return (
+        f"{UNCONVERGED}k: k seeds whose run did not converge (its convergence check never "
+        "passed or, without one, its best epoch fell in the last tenth of its epochs): not an "
+        "optimum, so left out of the figure and of every comparison."
+    )
+
+
+def _width_table(
+    comparisons: list[WidthComparison], compared: Metric, width_name: str, unconverged: str
+) -> list[str]:
+    """Per width: the floor, then for st and mt the compared figure (with its interval), the
+    other figures and the best epochs; then the paired gap."""
+    beside = [name for name in SIDE_FIGURES if name != compared.name]
+    per_layout = [compared.label, *(METRICS[name].label for name in beside), "epoch"]
+    header = [width_name, "seeds", "mt floor (bit / exact-match error)"]
+    header += [f"{layout} {label}" for layout in LAYOUTS for label in per_layout]
+    header.append(f"mt - st ({compared.label})")
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for c in comparisons:
+        n = max((e.n for e in c.value.values()), default=0)
+        cells = [str(c.width), str(n), _floor(c.floor.get("mt"))]
+        for layout in LAYOUTS:
+            estimate = c.value.get(layout)
+            mark = _mark(c.unconverged.get(layout, 0), estimate, unconverged)
+            if estimate is None:
+                cells += ["-" + mark, *["-"] * len(beside), "-"]
+                continue
+            side = c.side.get(layout, {})
+            cells += [
+                _estimate(estimate) + mark,
+                *(_mean(side.get(name)) for name in beside),
+                _epoch(c.epoch.get(layout)),
+            ]
+        cells.append(_estimate(c.gap, signed=True) if c.gap else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _floor(floor: FloorCells | None) -> str:
+    if floor is None:
+        return "-"
+    bits = ("" if floor.bit_error_exact else ">=") + f"{floor.bit_error:.4f}"
+    strings = ("" if floor.exact_match_error_exact else ">=") + f"{floor.exact_match_error:.4f}"
+    return f"{bits} / {strings}"
+
+
+def _mean(estimate: Estimate | None) -> str:
+    return "-" if estimate is None else f"{estimate.mean:.4f}"
+
+
+def _replica_text(row: dict[str, Any]) -> str:
+    rate = row.get(LEARNING_RATE_KEY)
+    return f"seed {row.get(SEED_KEY)}" + ("" if rate in (None, "") else f", lr {rate}")
+
+
+def _methods_section(methods: list[MethodResult], width_name: str, compared: Metric) -> list[str]:
+    beside = [name for name in SIDE_FIGURES if name != compared.name]
     lines = [
         "## Methods against the mt - st gap",
         "",
         "Each method is mt with the settings named; st and mt are the runs without them. Paired "
-        "by seed: method - st, and the share of the gap closed, (mt - method) / (mt - st): 1 is "
-        "as good as st, 0 no better than mt, below 0 worse than mt. Conflict: the per-task "
-        "gradients on the shared parameters, mean over the run's measurements and the seeds "
-        "(none for st, which shares nothing).",
+        f"by seed, on the {compared.label}: method - st, and the share of the gap closed, "
+        "(mt - method) / (mt - st): 1 is as good as st, 0 no better than mt, below 0 worse than "
+        "mt. Conflict: the per-task gradients on the shared parameters, mean over the run's "
+        "measurements and the seeds (none for st, which shares nothing).",
         "",
-        f"| {width_name} | method | seeds | best loss | method - st | gap closed | "
-        "conflicting pairs | mean cosine | norm spread |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {width_name} | method | seeds | {compared.label} | "
+        + " | ".join(METRICS[name].label for name in beside)
+        + " | floor (bit / exact-match error) | method - st | gap closed | conflicting pairs | "
+        "mean cosine | norm spread |",
+        "|" + " --- |" * (10 + len(beside)),
     ]
     for m in methods:
         figures = [_figure(m.conflict_fraction), _figure(m.mean_cosine, signed=True),
                    _figure(m.norm_spread)]  # fmt: skip
+        floor = "0 / 0" if m.method.startswith("st") else _floor(m.floor)
         lines.append(
             f"| {m.width} | {m.method} | {m.loss.n} | {_estimate(m.loss)} | "
-            f"{_estimate(m.gap_to_st, signed=True)} | {_estimate(m.gap_closed, signed=True)} | "
-            + " | ".join(figures)
-            + " |"
+            + " | ".join(_mean(m.side.get(name)) for name in beside)
+            + f" | {floor} | {_estimate(m.gap_to_st, signed=True)} | "
+            f"{_estimate(m.gap_closed, signed=True)} | " + " | ".join(figures) + " |"
         )
     return [*lines, ""]
 
 
-def _mark(unconverged: int, estimate: Estimate | None) -> str:
-    if not unconverged or estimate is None:
+def _mark(unconverged: int, estimate: Estimate | None, mode: str) -> str:
+    if not unconverged:
+        return ""
+    if mode != "mark":  # left out of the figure
+        return f" {UNCONVERGED}{unconverged}"
+    if estimate is None:
         return ""
     return (
         f" {UNCONVERGED}"
@@ -129,20 +185,24 @@ def _mark(unconverged: int, estimate: Estimate | None) -> str:
     )
 
 
-def _caveat(c: WidthComparison) -> str:
+def _caveat(c: WidthComparison, mode: str) -> str:
     sides = [layout for layout in LAYOUTS if c.unconverged.get(layout)]
     if not sides:
         return ""
+    if mode != "mark":
+        return (f" (over converged seeds only; {UNCONVERGED} not converged, left out: "
+                f"{' and '.join(sides)})")  # fmt: skip
     return f" ({UNCONVERGED} not converged: {' and '.join(sides)}; not a comparison of optima)"
 
 
-def _choices_section(choices: list[Choice], key: str, width_name: str) -> list[str]:
+def _choices_section(choices: list[Choice], keys: list[str], width_name: str) -> list[str]:
+    names = ", ".join(f"`{key}`" for key in keys)
     if all(len(c.means) == 1 for c in choices):  # e.g. rates chosen by an earlier sweep
         lines = [
-            f"## `{key}` per point",
+            f"## {names} per point",
             "",
             "One value per width and layout, as the sweep set it: nothing is chosen here. Its "
-            f"mean best loss over the seeds below; {UNCONVERGED}: some of its runs did not "
+            f"mean best figures over the seeds below; {UNCONVERGED}: some of its runs did not "
             "converge.",
         ]
     else:
@@ -152,23 +212,51 @@ def _choices_section(choices: list[Choice], key: str, width_name: str) -> list[s
             else "chosen and reported on the same seeds (no other seeds ran), so the figures "
             "below are a little optimistic"
         )
+        edges = sum(bool(c.edges) for c in choices)
         lines = [
-            f"## `{key}` chosen per point",
+            f"## {names} chosen per point",
             "",
-            f"Per width and layout, the value with the lowest mean best loss ({how}). Mean best "
-            f"loss of each candidate on the selection seeds; {UNCONVERGED}: some of the chosen "
-            "value's selection runs did not converge.",
+            f"Per width and layout, the value with the lowest mean best figure compared, ties "
+            f"broken by the loss ({how}). Each candidate's mean on the selection seeds "
+            f"(`diverged`: a run of it diverged, never chosen); the chosen one's loss, bit error "
+            f"and exact-match error there; {UNCONVERGED}: some of the chosen value's selection "
+            f"runs did not converge; {EDGE}: the choice is the lowest or highest value tried, "
+            f"so the optimum may lie beyond ({edges} of {len(choices)} points).",
         ]
     lines += [
         "",
-        f"| {width_name} | layout | seeds | candidates | chosen |",
-        "| --- | --- | --- | --- | --- |",
+        f"| {width_name} | layout | seeds | candidates | chosen | loss | bit error | "
+        "exact-match error | mt floor |",
+        "|" + " --- |" * 9,
     ]
     for c in sorted(choices, key=lambda c: (c.section, sort_key(c.width), str(c.layout))):
-        candidates = ", ".join(f"{name}: {mean:.4f}" for name, mean in sorted(c.means.items()))
-        chosen = short_value(c.chosen) + (f" {UNCONVERGED}" if c.unconverged else "")
-        lines.append(f"| {c.width} | {c.layout} | {c.seeds} | {candidates} | {chosen} |")
+        candidates = ", ".join(
+            f"{name}: {'diverged' if not math.isfinite(mean) else f'{mean:.4f}'}"
+            for name, mean in _in_order(c)
+        )
+        chosen = c.text() + (f" {UNCONVERGED}" if c.unconverged else "")
+        chosen += "".join(f" {EDGE}{side}" for side in c.edges.values())
+        figures = " | ".join(_number(c.figures.get(name)) for name in SIDE_FIGURES)
+        floor = "-" if c.layout == "st" else _floor(c.floor)
+        lines.append(f"| {c.width} | {c.layout} | {c.seeds} | {candidates} | {chosen} | "
+                     f"{figures} | {floor} |")  # fmt: skip
     return [*lines, ""]
+
+
+def _in_order(choice: Choice) -> list[tuple[str, float]]:
+    """Candidates in the order of their values (numbers by size)."""
+
+    def key(item: tuple[str, float]) -> tuple:
+        try:
+            return (0, tuple(float(part) for part in item[0].split(", ")))
+        except ValueError:
+            return (1, item[0])
+
+    return sorted(choice.means.items(), key=key)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 def _figure(value: float | None, signed: bool = False) -> str:

@@ -3,11 +3,19 @@
 compared per width with plain st and plain mt (the runs where those keys are unset), by seed."""
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mtfilter.folders import SEED_KEY, short_value
-from mtfilter.report._stats import Estimate, section_keys, sort_key
+from mtfilter.report._metric import METRICS
+from mtfilter.report._stats import (
+    Estimate,
+    FloorCells,
+    _side_figures,
+    converged,
+    section_keys,
+    sort_key,
+)
 
 
 @dataclass
@@ -22,19 +30,25 @@ class MethodResult:
     conflict_fraction: float | None  # mean over seeds of each run's mean over training
     mean_cosine: float | None
     norm_spread: float | None
+    side: dict[str, Estimate] = field(default_factory=dict)  # loss, bit and exact-match error
+    floor: FloorCells | None = None
 
 
 def compare_methods(
-    rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str
-) -> list[MethodResult]:
-    """Per width: st, mt, then every method; empty when the sweep varies nothing else."""
+    rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str,
+    unconverged: str = "exclude",
+) -> list[MethodResult]:  # fmt: skip
+    """Per width: st, mt, then every method; empty when the sweep varies nothing else. Runs
+    that did not converge are left out (`unconverged="mark"` keeps them)."""
     others = section_keys(keys, width_key, layout_key)
     if not others:
         return []
     # width -> method -> seed -> row
     table: dict[Any, dict[str, dict[Any, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        if row.get("status") != "completed" or row.get(f"{metric}_loss_best") is None:
+        if row.get("status") != "completed" or METRICS[metric].best(row) is None:
+            continue
+        if unconverged == "exclude" and not converged(row, metric):
             continue
         settings = {k: row.get(k) for k in others if row.get(k) not in (None, "")}
         if settings:
@@ -51,7 +65,7 @@ def compare_methods(
         st, mt = methods.get("st", {}), methods.get("mt", {})
         for method in sorted(methods, key=lambda m: (m != "st", m != "mt", m)):
             by_seed = methods[method]
-            best = {seed: row[f"{metric}_loss_best"] for seed, row in by_seed.items()}
+            best = {seed: METRICS[metric].best(row) for seed, row in by_seed.items()}
             paired = [s for s in by_seed if s in st and s in mt]
             gap_to_st = gap_closed = None
             if paired and method != "st":
@@ -72,13 +86,15 @@ def compare_methods(
                     conflict_fraction=_mean(by_seed, "conflict_fraction"),
                     mean_cosine=_mean(by_seed, "conflict_mean_cosine"),
                     norm_spread=_mean(by_seed, "grad_norm_spread"),
+                    side=_side_figures(list(by_seed.values())),
+                    floor=FloorCells.of(next(iter(by_seed.values()))),
                 )
             )
     return results
 
 
 def _best(row: dict[str, Any], metric: str) -> float:
-    return row[f"{metric}_loss_best"]
+    return METRICS[metric].best(row)
 
 
 def _mean(by_seed: dict[Any, dict[str, Any]], column: str) -> float | None:

@@ -1,5 +1,6 @@
-"""The sweep's figures (PNG, matplotlib): best loss and the mt - st gap against width and
-against parameter count, with seed bands, and loss curves read back from TensorBoard."""
+"""The sweep's figures (PNG, matplotlib): the compared figure and the mt - st gap against width
+and against parameter count, with seed bands; bit error and exact-match error against width
+with the representational floor; and curves read back from TensorBoard."""
 
 from pathlib import Path
 from typing import Any
@@ -9,17 +10,18 @@ from matplotlib.figure import Figure  # the object API: no pyplot, no global bac
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtfilter.report._methods import MethodResult
+from mtfilter.report._metric import METRICS, Metric
 from mtfilter.report._stats import LAYOUTS, Estimate, Report, WidthComparison
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
-CURVE_TAGS = {"batch": "train/batch_loss_min"}  # metric -> its TensorBoard tag, if not METRIC/loss
 
 
 def plot_all(report: Report) -> list[Path]:
     """Write every figure into the report's folder; returns their paths."""
-    folder, sections, rows, metric = report.folder, report.sections, report.rows, report.metric
+    folder, sections, rows, compared = report.folder, report.sections, report.rows, report.compared
     width_name, layout_key, width_key = report.width_name, report.layout_key, report.width_key
     methods = report.methods
+    stem = "loss" if compared.is_loss else compared.name
     numeric = {  # named by their settings: the legend's labels
         report.section_name(section): [c for c in comps if isinstance(c.width, int | float)]
         for section, comps in sections.items()
@@ -27,17 +29,21 @@ def plot_all(report: Report) -> list[Path]:
     numeric = {name: comps for name, comps in numeric.items() if comps}
     written = []
     if numeric:
-        written.append(_loss(folder / "loss_vs_width.png", numeric, metric, width_name, "width"))
-        written.append(_loss(folder / "loss_vs_parameters.png", numeric, metric, width_name,
+        written.append(_loss(folder / f"{stem}_vs_width.png", numeric, compared, width_name,
+                             "width"))  # fmt: skip
+        written.append(_loss(folder / f"{stem}_vs_parameters.png", numeric, compared, width_name,
                              "parameters"))  # fmt: skip
         if any(c.gap for comps in numeric.values() for c in comps):
-            written.append(_gap(folder / "gap_vs_width.png", numeric, metric, width_name))
-    curves = _curves(folder / "curves.png", rows, metric, layout_key, width_key)
+            written.append(_gap(folder / "gap_vs_width.png", numeric, compared, width_name))
+        if any(c.side.get(layout, {}).get("bit_error") for comps in numeric.values()
+               for c in comps for layout in LAYOUTS):  # fmt: skip
+            written.append(_errors(folder / "errors_vs_width.png", numeric, width_name))
+    curves = _curves(folder / "curves.png", rows, compared, layout_key, width_key)
     if curves:
         written.append(curves)
     numeric_methods = [m for m in methods or [] if isinstance(m.width, int | float)]
     if numeric_methods:
-        written.append(_methods(folder / "methods_vs_width.png", numeric_methods, metric,
+        written.append(_methods(folder / "methods_vs_width.png", numeric_methods, compared,
                                 width_name))  # fmt: skip
         if any(m.conflict_fraction is not None for m in numeric_methods):
             written.append(_conflict(folder / "conflict_vs_width.png", numeric_methods,
@@ -66,7 +72,7 @@ def _section_style(index: int) -> dict[str, Any]:
     return {"marker": markers[index % len(markers)], "linestyle": dashes[index % len(dashes)]}
 
 
-def _methods(path: Path, results: list[MethodResult], metric: str, width_name: str) -> Path:
+def _methods(path: Path, results: list[MethodResult], compared: Metric, width_name: str) -> Path:
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
     for index, (method, points) in enumerate(_by_method(results).items()):
@@ -74,7 +80,7 @@ def _methods(path: Path, results: list[MethodResult], metric: str, width_name: s
                 **_method_style(method, index))  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} (log2)")
-    ax.set_ylabel(f"best {metric} loss (mean over seeds)")
+    ax.set_ylabel(f"best {compared.label} (mean over seeds)")
     ax.set_title("st, mt and mt with each method")
     return _save(fig, ax, path, legend={"fontsize": 7, "ncol": 2})
 
@@ -101,21 +107,21 @@ def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
 
 
 def _loss(
-    path: Path, sections: dict[str, list[WidthComparison]], metric: str, width_name: str,
+    path: Path, sections: dict[str, list[WidthComparison]], compared: Metric, width_name: str,
     x_axis: str,
 ) -> Path:  # fmt: skip
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for index, (name, comps) in enumerate(sections.items()):
         for layout in LAYOUTS:
-            points = [c for c in comps if layout in c.loss]
+            points = [c for c in comps if layout in c.value]
             if not points:
                 continue
             xs = [c.width if x_axis == "width" else c.parameters[layout] for c in points]
-            means = [c.loss[layout].mean for c in points]
+            means = [c.value[layout].mean for c in points]
             ax.plot(xs, means, color=COLORS[layout], label=f"{layout} {name}".strip(),
                     **_section_style(index))  # fmt: skip
-            band = _band([c.loss[layout] for c in points])
+            band = _band([c.value[layout] for c in points])
             if band is not None:
                 ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
     if x_axis == "width":
@@ -124,13 +130,54 @@ def _loss(
     else:
         ax.set_xscale("log")
         ax.set_xlabel("parameters of one model (st: all its towers)")
-    ax.set_ylabel(f"best {metric} loss")
-    ax.set_title(f"best {metric} loss, mean over seeds (band: 95% CI)")
+    if not compared.is_loss and x_axis == "width":
+        _floor_line(ax, sections, compared.name)
+    ax.set_ylabel(f"best {compared.label}")
+    ax.set_title(f"best {compared.label}, mean over seeds (band: 95% CI)")
     return _save(fig, ax, path)
 
 
+def _errors(path: Path, sections: dict[str, list[WidthComparison]], width_name: str) -> Path:
+    """Bit error and exact-match error (each its own best over epochs) against width, with the
+    floor of mt's last hidden layer: what no weights can beat."""
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, name in zip(axes, ("bit_error", "exact_match_error"), strict=True):
+        for index, (section, comps) in enumerate(sections.items()):
+            for layout in LAYOUTS:
+                points = [c for c in comps if c.side.get(layout, {}).get(name)]
+                if not points:
+                    continue
+                xs = [c.width for c in points]
+                estimates = [c.side[layout][name] for c in points]
+                ax.plot(xs, [e.mean for e in estimates], color=COLORS[layout],
+                        label=f"{layout} {section}".strip(), **_section_style(index))  # fmt: skip
+                band = _band(estimates)
+                if band is not None:
+                    ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
+        _floor_line(ax, sections, name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{width_name} (log2)")
+        ax.set_ylabel(f"best {METRICS[name].label}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("errors at each run's best, mean over converged seeds (band: 95% CI)")
+    return _save(fig, axes[0], path)
+
+
+def _floor_line(ax: Any, sections: dict[str, list[WidthComparison]], name: str) -> None:
+    """mt's representational floor of the figure `name` against width (st's is 0)."""
+    floors = {c.width: c.floor["mt"] for comps in sections.values() for c in comps
+              if "mt" in c.floor}  # fmt: skip
+    if not floors:
+        return
+    widths = sorted(floors)
+    values = [getattr(floors[w], name) for w in widths]
+    ax.plot(widths, values, color="black", linestyle=":", marker=".",
+            label="mt floor (no weights do better)")  # fmt: skip
+
+
 def _gap(
-    path: Path, sections: dict[str, list[WidthComparison]], metric: str, width_name: str
+    path: Path, sections: dict[str, list[WidthComparison]], compared: Metric, width_name: str
 ) -> Path:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
@@ -145,13 +192,13 @@ def _gap(
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} (log2)")
-    ax.set_ylabel(f"mt - st, best {metric} loss")
+    ax.set_ylabel(f"mt - st, best {compared.label}")
     ax.set_title("multitask minus singletask (above 0: mt is worse)")
     return _save(fig, ax, path)
 
 
 def _curves(
-    path: Path, rows: list[dict[str, Any]], metric: str, layout_key: str, width_key: str
+    path: Path, rows: list[dict[str, Any]], compared: Metric, layout_key: str, width_key: str
 ) -> Path | None:
     """Loss curves of the smallest and largest width of each layout (first seed), as logged."""
     chosen = _chosen_runs(rows, layout_key, width_key)
@@ -163,7 +210,7 @@ def _curves(
     for row in chosen:
         accumulator = EventAccumulator(row["log_dir"], size_guidance={"scalars": 0})
         accumulator.Reload()
-        tag = CURVE_TAGS.get(metric, f"{metric}/loss")
+        tag = compared.curve_tag
         if tag not in accumulator.Tags()["scalars"]:
             continue
         events = accumulator.Scalars(tag)
@@ -173,9 +220,12 @@ def _curves(
         ax.plot([e.step for e in events], [e.value for e in events], style,
                 color=COLORS.get(layout), label=label)  # fmt: skip
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{metric} loss")
-    ax.set_yscale("log")
-    ax.set_title(f"{metric} loss curves (first seed), from the TensorBoard logs")
+    ax.set_ylabel(compared.label)
+    if compared.is_loss:
+        ax.set_yscale("log")
+    else:  # errors reach 0 exactly
+        ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title(f"{compared.label} curves (first seed), from the TensorBoard logs")
     return _save(fig, ax, path)
 
 

@@ -1,13 +1,19 @@
 """Choosing one setting per point (a learning rate, say) on some seeds and reporting it on the
-others: the figure of a point is then not biased by having picked the luckiest setting."""
+others: the figure of a point is then not biased by having picked the luckiest setting. The
+sweep's select-then-confirm protocol picks with the same function, so its picks and the
+report's always agree."""
 
+import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mtfilter.folders import SEED_KEY, short_value
-from mtfilter.report._stats import _hashable, converged, section_keys
+from mtfilter.report._metric import METRICS, SIDE_FIGURES
+from mtfilter.report._stats import FloorCells, _hashable, converged, section_keys, sort_key
+
+DIVERGED = "diverged"
 
 
 @dataclass
@@ -17,58 +23,131 @@ class Choice:
     section: tuple
     width: Any
     layout: Any
-    chosen: Any
-    means: dict[str, float]  # each candidate (short text) -> mean best loss on the selection seeds
+    chosen: dict[str, Any]  # each selected key -> its chosen value
+    means: dict[str, float]  # each candidate (short text) -> mean figure on the selection seeds
     seeds: int  # selection seeds per candidate
     unconverged: int  # the chosen candidate's selection runs that did not converge
     held_out: bool  # reported on other seeds than those it was chosen on
+    point: dict[str, Any] = field(default_factory=dict)  # the point's own keys and values
+    # selected keys whose chosen value is the lowest ("low") or highest ("high") value tried
+    edges: dict[str, str] = field(default_factory=dict)
+    tried: dict[str, list[Any]] = field(default_factory=dict)  # each key -> the values tried
+    # the chosen candidate on the selection seeds: mean best loss, bit and exact-match error
+    figures: dict[str, float] = field(default_factory=dict)
+    floor: FloorCells | None = None
+
+    def text(self) -> str:
+        """The chosen setting, e.g. `lr=0.003`."""
+        return ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in self.chosen.items())
 
 
 def select(
-    rows: list[dict[str, Any]], keys: list[str], metric: str, key: str, width_key: str,
-    layout_key: str, selection_seeds: list[int] | None,
+    rows: list[dict[str, Any]], keys: list[str], metric: str, select_keys: str | list[str],
+    width_key: str, layout_key: str, selection_seeds: list[int] | None,
 ) -> tuple[list[dict[str, Any]], list[Choice]]:  # fmt: skip
-    """Per point, the value of `key` with the lowest mean best loss on `selection_seeds` (all
-    seeds if None); returns the rows of the chosen values on the other seeds (or on the same
-    ones when no other seed ran) and the choices."""
-    others = section_keys(keys, width_key, layout_key, key)
+    """Per point, the values of `select_keys` with the lowest mean best `metric` on
+    `selection_seeds` (all seeds if None), ties broken by the mean best loss; a candidate whose
+    run diverged on any selection seed is never chosen. Returns the rows of the chosen values
+    on the other seeds (or on the same ones when no other seed ran) and the choices."""
+    chosen_keys = [select_keys] if isinstance(select_keys, str) else list(select_keys)
+    compared, loss = METRICS[metric], METRICS["val"]
+    others = section_keys(keys, width_key, layout_key, *chosen_keys)
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         section = tuple(_hashable(row.get(k)) for k in others)
         points[(section, row.get(width_key), row.get(layout_key))].append(row)
     kept, choices = [], []
     for (section, width, layout), point_rows in points.items():
-        scored = [r for r in point_rows if _usable(r, metric)]
-        picking = [
-            r for r in scored if selection_seeds is None or r.get(SEED_KEY) in selection_seeds
-        ]
-        by_value: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        picking = [r for r in point_rows
+                   if _counts(r, metric) and _selecting(r, selection_seeds)]  # fmt: skip
+        by_value: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for row in picking:
-            by_value[_hashable(row.get(key))].append(row)
+            by_value[_candidate(row, chosen_keys)].append(row)
         if not by_value:
             continue
-        means = {
-            v: statistics.fmean(r[f"{metric}_loss_best"] for r in rs) for v, rs in by_value.items()
-        }
-        best = min(means, key=means.__getitem__)
-        chosen_rows = [r for r in point_rows if _hashable(r.get(key)) == best]
-        reported = [r for r in chosen_rows if r not in picking]
+        score = {v: (_mean(rs, compared.best), _mean(rs, loss.best)) for v, rs in by_value.items()}
+        finite = [v for v in score if math.isfinite(score[v][0])]
+        if not finite:
+            continue  # every candidate diverged: nothing to choose
+        best = min(finite, key=score.__getitem__)
+        chosen_rows = [r for r in point_rows if _candidate(r, chosen_keys) == best]
+        reported = [r for r in chosen_rows if r not in picking and _counts(r, metric)]
         held_out = bool(reported) and selection_seeds is not None
         kept += reported if held_out else [r for r in chosen_rows if r in picking]
+        first = chosen_rows[0]
+        tried = {k: _tried(by_value, chosen_keys.index(k), picking, k) for k in chosen_keys}
         choices.append(
             Choice(
-                section,
-                width,
-                layout,
-                chosen_rows[0].get(key),
-                {short_value(by_value[v][0].get(key)): m for v, m in means.items()},
-                min(len(rs) for rs in by_value.values()),
-                sum(not converged(r, metric) for r in by_value[best]),
-                held_out,
-            )  # fmt: skip
+                section=section,
+                width=width,
+                layout=layout,
+                chosen={k: first.get(k) for k in chosen_keys},
+                means={_text(by_value[v][0], chosen_keys): score[v][0] for v in by_value},
+                seeds=min(len(rs) for rs in by_value.values()),
+                unconverged=sum(
+                    not converged(r, metric) for r in by_value[best] if r.get("status") != DIVERGED
+                ),
+                held_out=held_out,
+                point={
+                    **{k: first.get(k) for k in others},
+                    width_key: width,
+                    layout_key: layout,
+                },
+                edges=_edges({k: first.get(k) for k in chosen_keys}, tried),
+                tried=tried,
+                figures={name: _mean(by_value[best], METRICS[name].best) for name in SIDE_FIGURES},
+                floor=FloorCells.of(first),
+            )
         )
     return kept, choices
 
 
-def _usable(row: dict[str, Any], metric: str) -> bool:
-    return row.get("status") == "completed" and row.get(f"{metric}_loss_best") is not None
+def _selecting(row: dict[str, Any], selection_seeds: list[int] | None) -> bool:
+    return selection_seeds is None or row.get(SEED_KEY) in selection_seeds
+
+
+def _counts(row: dict[str, Any], metric: str) -> bool:
+    """A row that says something about its candidate: completed with a figure, or diverged."""
+    if row.get("status") == DIVERGED:
+        return True
+    return row.get("status") == "completed" and METRICS[metric].best(row) is not None
+
+
+def _mean(rows: list[dict[str, Any]], figure: Any) -> float:
+    """Mean over the rows; a diverged row makes its candidate the worst (infinite)."""
+    values = [figure(r) for r in rows]
+    if any(r.get("status") == DIVERGED for r in rows) or any(v in (None, "") for v in values):
+        return math.inf
+    return statistics.fmean(float(v) for v in values)
+
+
+def _candidate(row: dict[str, Any], keys: list[str]) -> tuple:
+    return tuple(_hashable(row.get(k)) for k in keys)
+
+
+def _text(row: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(short_value(row.get(k)) for k in keys)
+
+
+def _tried(by_value: dict[tuple, Any], index: int, rows: list[dict[str, Any]], key: str) -> list:
+    """The distinct values of `key` (position `index` of a candidate) tried, in order."""
+    raw = {_hashable(r.get(key)): r.get(key) for r in rows}
+    return sorted((raw[value] for value in {v[index] for v in by_value}), key=sort_key)
+
+
+def _edges(chosen: dict[str, Any], tried: dict[str, list[Any]]) -> dict[str, str]:
+    """The numeric keys whose chosen value is the lowest or highest of two or more tried."""
+    edges = {}
+    for key, value in chosen.items():
+        numbers = [v for v in tried[key] if _is_number(v)]
+        if len(numbers) < 2 or not _is_number(value):
+            continue
+        if value == min(numbers):
+            edges[key] = "low"
+        elif value == max(numbers):
+            edges[key] = "high"
+    return edges
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

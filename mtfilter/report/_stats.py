@@ -11,6 +11,7 @@ from typing import Any
 from scipy import stats
 
 from mtfilter.folders import SEED_KEY
+from mtfilter.report._metric import METRICS, SIDE_FIGURES, Metric
 
 LAYOUTS = ("st", "mt")
 
@@ -60,14 +61,40 @@ class EpochRange:
 
 @dataclass
 class WidthComparison:
-    """One width of one section: each layout's best loss and epoch, and the paired gap."""
+    """One width of one section: each layout's best figure and epoch, the paired gap, the
+    figures shown beside it and the representational floor."""
 
     width: Any
-    loss: dict[str, Estimate]  # layout -> best loss over seeds
+    value: dict[str, Estimate]  # layout -> best of the compared figure over seeds
     epoch: dict[str, EpochRange]  # layout -> the seeds' best epochs
     parameters: dict[str, float]  # layout -> parameters of one model
     gap: Estimate | None  # mt - st over the seeds both have
     unconverged: dict[str, int] = field(default_factory=dict)  # layout -> seeds not converged
+    # layout -> SIDE_FIGURES name -> its best over seeds (loss, bit error, exact-match error)
+    side: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    # layout -> the floor's (bit error, exact-match error) and whether each is exact
+    floor: dict[str, "FloorCells"] = field(default_factory=dict)
+
+
+@dataclass
+class FloorCells:
+    """A layout's representational floor at one width, as results.csv records it."""
+
+    bit_error: float
+    exact_match_error: float
+    bit_error_exact: bool
+    exact_match_error_exact: bool
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> "FloorCells | None":
+        if row.get("floor_bit_error") in (None, ""):
+            return None
+        return cls(
+            float(row["floor_bit_error"]),
+            float(row["floor_exact_match_error"]),
+            row.get("floor_bit_error_kind") == "exact",
+            row.get("floor_exact_match_error_kind") == "exact",
+        )
 
 
 @dataclass
@@ -77,13 +104,19 @@ class Report:
     folder: Path
     keys: list[str]  # the varied keys (the chosen one of `select_key` left out)
     rows: list[dict[str, Any]]  # one per run and seed (the chosen setting's, with a selection)
-    metric: str  # val, train or batch
+    metric: str  # a name of METRICS
     width_key: str
     layout_key: str
     sections: dict[tuple, list["WidthComparison"]]  # the other keys' values -> widths
     methods: list[Any] = field(default_factory=list)  # MethodResult
     choices: list[Any] = field(default_factory=list)  # Choice
-    select_key: str | None = None
+    select_key: list[str] | None = None
+    unconverged: str = "exclude"  # see `compare`
+    every_row: list[dict[str, Any]] = field(default_factory=list)  # before any selection
+
+    @property
+    def compared(self) -> Metric:
+        return METRICS[self.metric]
 
     @property
     def width_name(self) -> str:
@@ -107,15 +140,19 @@ def section_keys(keys: list[str], width_key: str, layout_key: str, *excluded: st
 
 def compare(
     rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str,
-    seed_key: str = SEED_KEY,
+    seed_key: str = SEED_KEY, unconverged: str = "exclude",
 ) -> dict[tuple, list[WidthComparison]]:  # fmt: skip
-    """Completed rows grouped into sections (the other varied keys' values) and widths."""
+    """Completed rows grouped into sections (the other varied keys' values) and widths. Rows of
+    runs that did not converge are counted (`unconverged`) and, with `unconverged="exclude"`,
+    left out of the figures, which are then optima only; `"mark"` keeps them (a fixed-budget
+    study's figures, none an optimum)."""
+    compared = METRICS[metric]
     others = section_keys(keys, width_key, layout_key, seed_key)
     table: dict[tuple, dict[Any, dict[Any, dict[Any, dict[str, Any]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     for row in rows:
-        if row.get("status") != "completed" or row.get(f"{metric}_loss_best") is None:
+        if row.get("status") != "completed" or compared.best(row) is None:
             continue
         section = tuple(_hashable(row.get(k)) for k in others)
         layout = row.get(layout_key)
@@ -125,27 +162,47 @@ def compare(
         comparisons = []
         for width in sorted(widths, key=sort_key):
             by_layout = widths[width]
-            loss, epoch, parameters, unconverged = {}, {}, {}, {}
-            for layout, seeds in by_layout.items():
-                values = [r[f"{metric}_loss_best"] for r in seeds.values()]
-                loss[layout] = Estimate.of(values, nonnegative=True)
-                epoch[layout] = EpochRange.of(
-                    [r[f"{metric}_loss_best_epoch"] for r in seeds.values()]
-                )
-                parameters[layout] = next(iter(seeds.values()))["parameters_total"]
-                unconverged[layout] = sum(not converged(r, metric) for r in seeds.values())
+            value, epoch, parameters, late, side, floor = {}, {}, {}, {}, {}, {}
+            for layout, all_seeds in list(by_layout.items()):
+                late[layout] = sum(not converged(r, metric) for r in all_seeds.values())
+                first = next(iter(all_seeds.values()))
+                parameters[layout] = first["parameters_total"]
+                cells = FloorCells.of(first)
+                if cells is not None:
+                    floor[layout] = cells
+                seeds = {s: r for s, r in all_seeds.items()
+                         if unconverged == "mark" or converged(r, metric)}  # fmt: skip
+                by_layout[layout] = seeds
+                if not seeds:
+                    continue
+                value[layout] = Estimate.of([compared.best(r) for r in seeds.values()],
+                                            nonnegative=True)  # fmt: skip
+                epochs = [compared.best_epoch(r) for r in seeds.values()]
+                if None not in epochs:
+                    epoch[layout] = EpochRange.of(epochs)
+                side[layout] = _side_figures(list(seeds.values()))
             gap = None
-            if all(layout in by_layout for layout in LAYOUTS):
+            if all(by_layout.get(layout) for layout in LAYOUTS):
                 common = sorted(set(by_layout["st"]) & set(by_layout["mt"]), key=str)
                 if common:
                     gap = Estimate.of([
-                        by_layout["mt"][s][f"{metric}_loss_best"]
-                        - by_layout["st"][s][f"{metric}_loss_best"]
+                        compared.best(by_layout["mt"][s]) - compared.best(by_layout["st"][s])
                         for s in common
                     ])  # fmt: skip
-            comparisons.append(WidthComparison(width, loss, epoch, parameters, gap, unconverged))
+            comparisons.append(WidthComparison(width, value, epoch, parameters, gap, late, side,
+                                               floor))  # fmt: skip
         result[section] = comparisons
     return result
+
+
+def _side_figures(rows: list[dict[str, Any]]) -> dict[str, Estimate]:
+    """The loss and the loss-free errors of these rows, each over the rows that have it."""
+    figures = {}
+    for name in SIDE_FIGURES:
+        values = [METRICS[name].best(r) for r in rows if METRICS[name].best(r) not in (None, "")]
+        if values:
+            figures[name] = Estimate.of([float(v) for v in values], nonnegative=True)
+    return figures
 
 
 # Without a convergence check in the run, a best epoch in the last tenth of the epochs counts as
@@ -158,7 +215,7 @@ def converged(row: dict[str, Any], metric: str) -> bool:
     its best epoch lies before the last tenth of its epochs."""
     if row.get("converged") is not None:
         return bool(row["converged"])
-    best, epochs = row.get(f"{metric}_loss_best_epoch"), row.get("epochs")
+    best, epochs = METRICS[metric].best_epoch(row), row.get("epochs")
     if best is None or not epochs:
         return False
     return best <= epochs * (1 - LATE_FRACTION)
