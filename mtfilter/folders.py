@@ -16,6 +16,7 @@ LOG_FILE = "log.txt"  # one run's console output
 LOCK_FILE = "run.lock"  # held by the process that writes the run folder
 SUMMARY_FILE = "summary.json"  # written by the fit itself (RunSummary)
 SEED_KEY = "seed_everything"  # the grid axis of seeds
+LEARNING_RATE_KEY = "model.optimizer.init_args.lr"  # the grid axis of learning rates
 
 Grid = dict[str, list[Any]]
 

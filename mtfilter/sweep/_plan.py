@@ -10,22 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.errors import ConfigError
-from mtfilter.folders import SEED_KEY, Grid, grid_keys, run_name
+from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY, Grid, grid_keys, run_name
 
 # Runs whose model has at most this many parameters outside the input tables are stacked when
-# their seeds are an axis and stacking is "auto" on a CPU. Measured (docs/benchmarks.md): eight
-# stacked seeds give 4.9x the throughput of separate runs for mt at hidden 8 but only 0.9x for
-# st at hidden 64, where the stacked activations no longer fit in cache.
+# their seeds or learning rates are an axis and stacking is "auto" on a CPU. Measured
+# (docs/benchmarks.md): eight stacked seeds give 4.5x the throughput of separate runs for mt at
+# hidden 8 but only 1.2-1.3x for st at hidden 64, where the stacked activations no longer fit in
+# cache.
 CPU_STACKING_MAX_PARAMETERS = 20_000
 
 
 @dataclass
 class Run:
-    """One fit of the sweep: a grid point, or the points that differ only in seed, stacked."""
+    """One fit of the sweep: a grid point, or the points that differ only in seed and learning
+    rate, stacked (every seed at every rate)."""
 
-    name: str  # the run's folder name
-    values: dict[str, Any]  # grid axis -> value; the seed axis is in `seeds` instead
+    name: str  # the run's folder name, relative to the sweep's folder
+    values: dict[str, Any]  # grid axis -> value; the stacked axes are in `seeds`, `learning_rates`
     seeds: list[int]
+    learning_rates: list[float] = field(default_factory=list)  # stacked; empty: not stacked
     settings: dict[str, Any] = field(default_factory=dict)  # everything passed to fit
     config: str = ""  # the resolved fit configuration (YAML)
     parameters: int = 0  # one replica's parameters outside the input tables
@@ -59,56 +62,94 @@ def expand_grid(grid: Grid | list[Grid]) -> list[dict[str, Any]]:
     return list(points.values())
 
 
-def plan_runs(grid: Grid | list[Grid], stack_seeds: bool | str, device: str = "cpu") -> list[Run]:
-    """Group the grid's points into runs. With the seed as an axis and stacking on, the points
-    that differ only in seed become one run with its seeds stacked as replicas."""
+def plan_runs(
+    grid: Grid | list[Grid], stack_seeds: bool | str, device: str = "cpu",
+    stack_learning_rates: bool | str = "auto", prefix: str = "",
+) -> list[Run]:  # fmt: skip
+    """Group the grid's points into runs. With the seed (or the learning rate,
+    `model.optimizer.init_args.lr`) as an axis and stacking on, the points that differ only
+    in them become one run of stacked replicas, every seed at every rate. Names start with
+    `prefix` (a subfolder of the sweep's folder, e.g. `selection/`)."""
     points = expand_grid(grid)
-    if SEED_KEY not in grid_keys(grid) or stack_seeds is False:
-        return [_single(point) for point in points]
-    groups: dict[str, Run] = {}
+    keys = grid_keys(grid)
+    stacked = [key for key, mode in ((SEED_KEY, stack_seeds),
+                                     (LEARNING_RATE_KEY, stack_learning_rates))
+               if key in keys and mode is not False]  # fmt: skip
     for point in points:
-        values = {k: v for k, v in point.items() if k != SEED_KEY}
         seed = point.get(SEED_KEY)
-        if seed is None:  # a grid of the list without the seed axis
-            groups.setdefault(run_name(point), _single(point))
-            continue
-        if not isinstance(seed, int) or seed < 0:
+        if SEED_KEY in point and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise ConfigError(f"grid axis {SEED_KEY} needs non-negative integers, got {seed!r}")
-        name = run_name(values)
-        groups.setdefault(name, Run(name=name, values=values, seeds=[])).seeds.append(seed)
-    return list(groups.values())
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        if not all(key in point for key in stacked):  # a grid of the list without that axis
+            groups[_canonical(point)] = [point]
+            continue
+        rest = {k: v for k, v in point.items() if k not in stacked}
+        groups.setdefault(_canonical(rest), []).append(point)
+    runs = []
+    for members in groups.values():
+        runs += _stack(members, [key for key in stacked if key in members[0]], prefix)
+    return runs
 
 
-def _single(point: dict[str, Any]) -> Run:
-    seed = point.get(SEED_KEY)
-    return Run(name=run_name(point), values=point, seeds=[seed] if seed is not None else [])
+def _stack(points: list[dict[str, Any]], axes: list[str], prefix: str) -> list[Run]:
+    """Points that differ only in `axes` as one run of every seed at every learning rate; when
+    they are not such a product, one run per learning rate."""
+    rest = {k: v for k, v in points[0].items() if k not in axes}
+    if SEED_KEY in axes:
+        seeds = list(dict.fromkeys(p[SEED_KEY] for p in points))
+    else:  # a single point's seed, kept in its name too
+        seeds = [rest[SEED_KEY]] if SEED_KEY in rest else []
+    rates = list(dict.fromkeys(p[LEARNING_RATE_KEY] for p in points)) \
+        if LEARNING_RATE_KEY in axes else []  # fmt: skip
+    if len(points) != max(len(seeds), 1) * max(len(rates), 1):  # not every seed at every rate
+        by_rate: dict[str, list[dict[str, Any]]] = {}
+        for point in points:
+            by_rate.setdefault(_canonical(point[LEARNING_RATE_KEY]), []).append(point)
+        axes = [SEED_KEY]
+        return [run for group in by_rate.values() for run in _stack(group, axes, prefix)]
+    if len(rates) <= 1:  # one rate is a setting like any other
+        rest.update({LEARNING_RATE_KEY: rates[0]} if rates else {})
+        rates = []
+    named = {**rest, LEARNING_RATE_KEY: rates} if rates else rest
+    return [Run(name=prefix + run_name(named), values=rest, seeds=seeds,
+                learning_rates=[float(r) for r in rates])]  # fmt: skip
 
 
-def should_stack(run: Run, stack_seeds: bool | str, device: str) -> bool:
-    """Whether a run of several seeds trains them stacked or is split into one run per seed."""
-    if len(run.seeds) < 2 or stack_seeds is False:
+def should_stack(run: Run, stack: bool | str, device: str) -> bool:
+    """Whether a run of several replicas trains them stacked or is split into one run each."""
+    if len(run.seeds) * max(len(run.learning_rates), 1) < 2 or stack is False:
         return False
-    if stack_seeds is True or device != "cpu":
+    if stack is True or device != "cpu":
         return True
     return run.parameters <= CPU_STACKING_MAX_PARAMETERS
 
 
-def split_seeds(run: Run) -> list[Run]:
-    """One run per seed, named with the seed."""
-    return [
-        Run(
-            name=run_name({**run.values, SEED_KEY: seed}),
-            values={**run.values, SEED_KEY: seed},
-            seeds=[seed],
-        )
-        for seed in run.seeds
-    ]
+def split(run: Run, prefix: str = "") -> list[Run]:
+    """One run per replica (seed and learning rate), named with them."""
+    rates: list[float | None] = [*run.learning_rates] or [None]
+    seeds: list[int | None] = [*run.seeds] or [None]
+    runs = []
+    for rate in rates:
+        for seed in seeds:
+            values = dict(run.values)
+            if rate is not None:
+                values[LEARNING_RATE_KEY] = rate
+            if seed is not None:
+                values[SEED_KEY] = seed
+            runs.append(Run(name=prefix + run_name(values), values=values,
+                            seeds=[seed] if seed is not None else []))  # fmt: skip
+    return runs
 
 
 def run_settings(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
-    """What the run's fit gets on top of the base config: fixed settings, its grid values and
-    its seeds (stacked seeds as `data.seeds`, the first also as `seed_everything`)."""
+    """What the run's fit gets on top of the base config: fixed settings, its grid values, its
+    seeds (stacked seeds as `data.seeds`, the first also as `seed_everything`) and its stacked
+    learning rates (`model.learning_rates`; the first also as the optimizer's)."""
     result = {**settings, **{k: v for k, v in run.values.items() if k != SEED_KEY}}
+    if run.learning_rates:
+        result[LEARNING_RATE_KEY] = run.learning_rates[0]
+        result["model.learning_rates"] = list(run.learning_rates)
     if len(run.seeds) == 1:
         result[SEED_KEY] = run.seeds[0]
     elif run.seeds:
@@ -144,6 +185,10 @@ def preflight(
     tables = 0 if embedding is None else embedding.weight.numel() // replicas
     counts = cli.model.parameter_counts()
     return cli.resolved(), cli.config, counts["total"] - tables, tables
+
+
+def replicas_of(run: Run) -> int:
+    return max(len(run.seeds), 1) * max(len(run.learning_rates), 1)
 
 
 def estimated_cost(config: Any, parameters: int, table_parameters: int, replicas: int) -> float:

@@ -42,6 +42,7 @@ class RunState:
     config_digest: str
     parameters: int
     cost: float
+    learning_rates: list[float] = field(default_factory=list)  # stacked, with every seed
     status: str = "pending"  # pending, running, completed, stopped, interrupted, failed, diverged
     error: str | None = None
     attempts: int = 0
@@ -166,7 +167,7 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
     todo = []
     for run in runs:
         run_folder = folder / run.name
-        run_folder.mkdir(exist_ok=True)
+        run_folder.mkdir(parents=True, exist_ok=True)
         if not (run_folder / RUN_FILE).is_file():
             (run_folder / FIT_CONFIG).write_text(run.config)
             RunState(
@@ -177,6 +178,7 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
                 config_digest=config_digest(run.config),
                 parameters=run.parameters,
                 cost=run.cost,
+                learning_rates=run.learning_rates,
             ).save(run_folder)
         if reconcile(run_folder).status != FINISHED:
             todo.append(run_folder)
