@@ -14,6 +14,8 @@ import argparse
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -282,6 +284,50 @@ def stacked_seeds(device: str, repeats: int, widths: list[int], epochs: int) -> 
     return rows
 
 
+def stacked_rates(
+    device: str, repeats: int, settings: list[tuple[str, int]], epochs: int, processes: bool
+) -> list[Row]:
+    """A learning-rate selection, 4 rates x 2 seeds: one fit of 8 stacked replicas against the
+    8 separate fits, each side as whole `mtfilter fit` processes (start-up included, as a sweep
+    runs them, one after another on one core) and as in-process fits alone."""
+    rates, seeds = [0.001, 0.003, 0.01, 0.03], [0, 1]
+    rows = []
+    for layout, hidden in settings:
+        base = ["--model.layout", layout, "--model.hidden_dim", str(hidden),
+                "--trainer.max_epochs", str(epochs)]  # fmt: skip
+        stacked = [*base, "--data.seeds", str(seeds), "--model.learning_rates", str(rates)]
+        separate = [[*base, "--seed_everything", str(s), "--model.optimizer.init_args.lr",
+                     str(r)] for r in rates for s in seeds]  # fmt: skip
+        setting = f"{layout}, hidden {hidden}, 4 rates x 2 seeds, {epochs} epochs"
+        if processes:
+            ours, theirs = _alternate(
+                lambda stacked=stacked: _process_seconds(device, stacked),
+                lambda separate=separate: sum(_process_seconds(device, a) for a in separate),
+                repeats,
+            )
+            rows.append(Row("stacked rates", f"{setting}, processes", ours, theirs, "s",
+                            theirs / ours, "-"))  # fmt: skip
+        ours, theirs = _alternate(
+            lambda stacked=stacked: fit_seconds(device, stacked),
+            lambda separate=separate: sum(fit_seconds(device, a) for a in separate),
+            repeats,
+        )
+        rows.append(Row("stacked rates", f"{setting}, fits only", ours, theirs, "s",
+                        theirs / ours, "-"))  # fmt: skip
+    return rows
+
+
+def _process_seconds(device: str, args: list[str]) -> float:
+    """Wall time of a whole `mtfilter fit` process (imports and start-up included)."""
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    command = [sys.executable, "-m", "mtfilter.cli", "fit", "--config", CONFIG,
+               "--trainer.enable_model_summary", "false", "--trainer.accelerator", accelerator,
+               "--num_threads", str(THREADS), *args]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def aggregation(device: str, repeats: int, widths: list[int], steps: int) -> list[Row]:
     """UPGrad on 8 replicas' per-task Jacobians of an mt model's shared parameters: the path
     through the (T, T) Gramians, batched over replicas (what mtfilter runs), vs TorchJD's
@@ -349,7 +395,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--cases", default="overhead,checkpoint,telemetry,grouped,stacked,aggregation,threads"
+        "--cases",
+        default="overhead,checkpoint,telemetry,grouped,stacked,rates,aggregation,threads",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
     parser.add_argument("--output", help="also write the table to this file")
@@ -386,6 +433,10 @@ def main() -> None:
             if "stacked" in cases:
                 widths = [8] if smoke else [8, 32, 64]
                 rows += stacked_seeds(device, min(repeats, 3), widths, 3 if smoke else 200)
+            if "rates" in cases:
+                settings = [("mt", 8)] if smoke else [("mt", 8), ("mt", 64), ("st", 8)]
+                rows += stacked_rates(device, min(repeats, 2), settings, 3 if smoke else 1000,
+                                      processes=not smoke)  # fmt: skip
             if "aggregation" in cases:
                 widths = [8] if smoke else [8, 64, 1024]
                 rows += aggregation(device, repeats, widths, 2 if smoke else 20)

@@ -56,6 +56,7 @@ def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else list(args)
     try:
         status = run(args)
+        _close_process_group()
     except RunAborted as error:
         print(f"mtfilter: {error}", file=sys.stderr)
         status = 130
@@ -102,6 +103,14 @@ def cli_main(args: list[str] | None = None) -> Any:
         # entry point passes sys.argv's own arguments on.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return MtfilterCLI(args=args)
+
+
+def _close_process_group() -> None:
+    """Lightning leaves a DDP process group open; at interpreter exit gloo's threads then abort
+    a process now and then ("terminate called without an active exception", exit -6)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def _all_commands() -> dict[str, str]:
