@@ -81,14 +81,14 @@ class ReplicaLearningRates:
         parameters = [p.data for p in module.parameters()]
         before = torch._foreach_mul(parameters, 1.0)  # one fused copy
         optimizer.step()
-        torch._foreach_lerp_(before, parameters, self._weights)  # before + w (p - before)
-        torch._foreach_copy_(parameters, before)
+        # p + (1 - w) (before - p) = before + w (p - before), written into p in one pass
+        torch._foreach_lerp_(parameters, before, self._weights)
 
     def _per_parameter(self, module: nn.Module) -> list[Tensor]:
-        """Each parameter's factors, shaped to broadcast over it, on its device."""
+        """Each parameter's `1 - factor`, shaped to broadcast over it, on its device."""
         replicas, weights = len(self.factors), []
         for name, parameter in module.named_parameters():
-            factors = torch.tensor(self.factors, device=parameter.device, dtype=parameter.dtype)
+            factors = 1 - torch.tensor(self.factors, device=parameter.device, dtype=parameter.dtype)
             if name.startswith("scalarizers."):
                 weights.append(factors[int(name.split(".")[1])].reshape([1] * parameter.dim()))
             else:
