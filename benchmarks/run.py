@@ -299,21 +299,19 @@ def stacked_rates(
         separate = [[*base, "--seed_everything", str(s), "--model.optimizer.init_args.lr",
                      str(r)] for r in rates for s in seeds]  # fmt: skip
         setting = f"{layout}, hidden {hidden}, 4 rates x 2 seeds, {epochs} epochs"
-        if processes:
+        measures = {"fits only": fit_seconds, "processes": _process_seconds}
+        for how, seconds in measures.items():
+            if how == "processes" and not processes:
+                continue
             ours, theirs = _alternate(
-                lambda stacked=stacked: _process_seconds(device, stacked),
-                lambda separate=separate: sum(_process_seconds(device, a) for a in separate),
+                lambda seconds=seconds, stacked=stacked: seconds(device, stacked),
+                lambda seconds=seconds, separate=separate: sum(
+                    seconds(device, args) for args in separate
+                ),
                 repeats,
             )
-            rows.append(Row("stacked rates", f"{setting}, processes", ours, theirs, "s",
+            rows.append(Row("stacked rates", f"{setting}, {how}", ours, theirs, "s",
                             theirs / ours, "-"))  # fmt: skip
-        ours, theirs = _alternate(
-            lambda stacked=stacked: fit_seconds(device, stacked),
-            lambda separate=separate: sum(fit_seconds(device, a) for a in separate),
-            repeats,
-        )
-        rows.append(Row("stacked rates", f"{setting}, fits only", ours, theirs, "s",
-                        theirs / ours, "-"))  # fmt: skip
     return rows
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid, grid_keys
+from mtfilter.report._metric import MetricName
 
 # A config value as YAML writes it (see mtfilter.sweep.Value).
 Values = list[Any]
@@ -49,7 +50,7 @@ class Selection:
     candidates: dict[str, Values]
     selection_seeds: list[int]
     seeds: list[int]
-    metric: str = "bit_error"
+    metric: MetricName = "bit_error"
     limits: dict[str, list[float]] | None = None
     ratio: float | None = None
     max_extensions: int = 3
