@@ -315,6 +315,32 @@ def stacked_rates(
     return rows
 
 
+def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], epochs: int):
+    """Adam with `fused: true` (one pass over each tensor) against the default
+    (`_single_tensor_adam` on a CPU): the same algorithm, the step's memory traffic cut."""
+    rows = []
+    for layout, hidden, replicas in settings:
+        args = [
+            "--model.layout",
+            layout,
+            "--model.hidden_dim",
+            str(hidden),
+            "--trainer.max_epochs",
+            str(epochs),
+            "--data.seeds",
+            str(list(range(replicas))),
+        ]
+        ours, theirs = _alternate(
+            lambda args=args: fit_seconds(device, [*args, "--model.optimizer.init_args.fused",
+                                                   "true"]),
+            lambda args=args: fit_seconds(device, args),
+            repeats,
+        )  # fmt: skip
+        rows.append(Row("fused Adam", f"{layout}, hidden {hidden}, {replicas} replicas, "
+                        f"{epochs} epochs", ours, theirs, "s", theirs / ours, "-"))  # fmt: skip
+    return rows
+
+
 def _process_seconds(device: str, args: list[str]) -> float:
     """Wall time of a whole `mtfilter fit` process (imports and start-up included)."""
     accelerator = "gpu" if device == "cuda" else "cpu"
@@ -394,7 +420,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--cases",
-        default="overhead,checkpoint,telemetry,grouped,stacked,rates,aggregation,threads",
+        default="overhead,checkpoint,telemetry,grouped,stacked,rates,fused,aggregation,threads",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
     parser.add_argument("--output", help="also write the table to this file")
@@ -435,6 +461,10 @@ def main() -> None:
                 settings = [("mt", 8)] if smoke else [("mt", 8), ("mt", 64), ("st", 8)]
                 rows += stacked_rates(device, min(repeats, 2), settings, 3 if smoke else 1000,
                                       processes=not smoke)  # fmt: skip
+            if "fused" in cases:
+                settings = [("st", 8, 1)] if smoke else [
+                    ("st", 8, 1), ("st", 8, 8), ("mt", 8, 8), ("mt", 1024, 1)]  # fmt: skip
+                rows += fused_adam(device, repeats, settings, 3 if smoke else 300)
             if "aggregation" in cases:
                 widths = [8] if smoke else [8, 64, 1024]
                 rows += aggregation(device, repeats, widths, 2 if smoke else 20)

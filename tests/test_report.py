@@ -337,3 +337,28 @@ def test_one_value_per_point_set_by_the_sweep_is_named_not_chosen(tmp_path):
     assert "## `model.optimizer.init_args.lr` per point" in text
     assert "nothing is chosen here" in text and "chosen on the" not in text
     assert "| 8 | st | 5 | 0.1: " in text and "| 8 | mt | 5 | 0.01: " in text
+
+
+def test_widths_can_be_put_on_one_axis_per_number_of_bits(tmp_path):
+    from mtfilter.report._plots import _width_scale
+
+    folder = fake_sweep(tmp_path, stacked=True)
+    sweep = json.loads((folder / "sweep.json").read_text())
+    sweep["grid"] = {**sweep["grid"], "data.num_bits": [10]}  # one section per num_bits
+    for path in folder.glob("*/run.json"):
+        state = json.loads(path.read_text())
+        state["values"]["data.num_bits"] = 10
+        path.write_text(json.dumps(state))
+    (folder / "sweep.json").write_text(json.dumps(sweep))
+    written = {p.name for p in report(folder, metric="bit_error", width_per="data.num_bits")}
+    assert "gap_vs_width.png" in written
+    from mtfilter.report import _settings  # the report's own reading of the folder
+    from mtfilter.report._collect import collect
+    from mtfilter.report._stats import Report, compare
+
+    keys, rows = collect(folder)
+    sections = compare(rows, keys, "bit_error", "model.hidden_dim", "model.layout")
+    table = Report(folder, keys, rows, "bit_error", "model.hidden_dim", "model.layout", sections,
+                   width_per=_settings(folder, width_per="data.num_bits").width_per)
+    names = {table.section_name(s): c for s, c in sections.items()}
+    assert _width_scale(table, names) == {"num_bits=10": 10.0}

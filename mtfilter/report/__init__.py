@@ -35,6 +35,7 @@ def report(
     select_key: str | list[str] | None = None,
     selection_seeds: list[int] | None = None,
     unconverged: Literal["exclude", "mark"] | None = None,
+    width_per: str | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the plots of a sweep folder; returns their paths.
 
@@ -60,11 +61,13 @@ def report(
         unconverged: `exclude` (the default): runs that did not converge are counted and
             named but left out of every figure and comparison, which are then optima only;
             `mark`: kept and marked (fixed-budget studies, where no figure is an optimum).
+        width_per: A varied key (e.g. `data.num_bits`) the gap plot divides each section's
+            widths by, so that sections of different sizes share one axis (hidden / num_bits).
     """
     folder = Path(folder)
     settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
                          select_key=select_key, selection_seeds=selection_seeds,
-                         unconverged=unconverged)  # fmt: skip
+                         unconverged=unconverged, width_per=width_per)  # fmt: skip
     width_key, layout_key = settings.width_key, settings.layout_key
     keys, rows = collect(folder)
     written = [folder / "results.csv", folder / "results.md"]
@@ -87,7 +90,7 @@ def report(
     table = Report(folder=folder, keys=keys, rows=rows, metric=chosen, width_key=width_key,
                    layout_key=layout_key, sections=sections, methods=methods, choices=choices,
                    select_key=select_keys or None, unconverged=settings.unconverged,
-                   every_row=every_row)  # fmt: skip
+                   every_row=every_row, width_per=settings.width_per)  # fmt: skip
     write_markdown(written[1], table)
     from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
 
@@ -116,6 +119,7 @@ class _Settings:
     select_keys: list[str]
     selection_seeds: list[int] | None
     unconverged: str
+    width_per: str | None
 
 
 def _settings(folder: Path, **given: Any) -> _Settings:
@@ -138,6 +142,7 @@ def _settings(folder: Path, **given: Any) -> _Settings:
         select_keys=[select_key] if isinstance(select_key, str) else list(select_key or []),
         selection_seeds=option("selection_seeds", None),
         unconverged=option("unconverged", "exclude"),
+        width_per=option("width_per", None),
     )
 
 

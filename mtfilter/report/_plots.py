@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtfilter.report._methods import MethodResult
 from mtfilter.report._metric import METRICS, Metric
-from mtfilter.report._stats import LAYOUTS, Estimate, Report, WidthComparison
+from mtfilter.report._stats import LAYOUTS, Estimate, Report, WidthComparison, section_keys
 
 COLORS = {"st": "tab:blue", "mt": "tab:orange"}
 
@@ -34,7 +34,10 @@ def plot_all(report: Report) -> list[Path]:
         written.append(_loss(folder / f"{stem}_vs_parameters.png", numeric, compared, width_name,
                              "parameters"))  # fmt: skip
         if any(c.gap for comps in numeric.values() for c in comps):
-            written.append(_gap(folder / "gap_vs_width.png", numeric, compared, width_name))
+            scale = _width_scale(report, numeric)
+            per = report.width_per.rsplit(".", 1)[-1] if report.width_per else None
+            written.append(_gap(folder / "gap_vs_width.png", numeric, compared, width_name,
+                                scale, per))  # fmt: skip
         if any(c.side.get(layout, {}).get("bit_error") for comps in numeric.values()
                for c in comps for layout in LAYOUTS):  # fmt: skip
             written.append(_errors(folder / "errors_vs_width.png", numeric, width_name))
@@ -176,22 +179,44 @@ def _floor_line(ax: Any, sections: dict[str, list[WidthComparison]], name: str) 
             label="mt floor (no weights do better)")  # fmt: skip
 
 
+def _width_scale(report: Report, sections: dict[str, list[WidthComparison]]) -> dict[str, float]:
+    """Per section, what its widths are divided by on the gap plot's x axis: the value of
+    `report.width_per` in that section (e.g. `data.num_bits`), else 1."""
+    if report.width_per is None:
+        return {name: 1.0 for name in sections}
+    others = section_keys(report.keys, report.width_key, report.layout_key)
+    if report.width_per not in others:
+        return {name: 1.0 for name in sections}
+    index = others.index(report.width_per)
+    return {report.section_name(section): float(section[index])
+            for section in report.sections if report.section_name(section) in sections}  # fmt: skip
+
+
 def _gap(
-    path: Path, sections: dict[str, list[WidthComparison]], compared: Metric, width_name: str
-) -> Path:
+    path: Path, sections: dict[str, list[WidthComparison]], compared: Metric, width_name: str,
+    scale: dict[str, float], per: str | None = None,
+) -> Path:  # fmt: skip
+    """mt - st against width (or width over `scale`'s key); for an error, each section's mt
+    floor too (st's is 0), in its colour."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for index, (name, comps) in enumerate(sections.items()):
-        xs = [c.width for c in comps if c.gap is not None]
+        divisor = scale.get(name, 1.0)
+        xs = [c.width / divisor for c in comps if c.gap is not None]
         gaps = [c.gap for c in comps if c.gap is not None]
-        ax.plot(xs, [g.mean for g in gaps], label=f"mt - st {name}".strip(),
-                **_section_style(index))  # fmt: skip
+        (line,) = ax.plot(xs, [g.mean for g in gaps], label=f"mt - st {name}".strip(),
+                          **_section_style(index))  # fmt: skip
         band = _band(gaps)
         if band is not None:
-            ax.fill_between(xs, *band, alpha=0.2)
+            ax.fill_between(xs, *band, alpha=0.2, color=line.get_color())
+        floors = [(c.width / divisor, getattr(c.floor["mt"], compared.name)) for c in comps
+                  if not compared.is_loss and "mt" in c.floor]  # fmt: skip
+        if floors:
+            ax.plot(*zip(*floors, strict=True), color=line.get_color(), linestyle=":",
+                    linewidth=1, label=f"mt floor {name}".strip())  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(f"{width_name} (log2)")
+    ax.set_xlabel(f"{width_name} / {per} (log2)" if per else f"{width_name} (log2)")
     ax.set_ylabel(f"mt - st, best {compared.label}")
     ax.set_title("multitask minus singletask (above 0: mt is worse)")
     return _save(fig, ax, path)

@@ -113,6 +113,7 @@ class Report:
     select_key: list[str] | None = None
     unconverged: str = "exclude"  # see `compare`
     every_row: list[dict[str, Any]] = field(default_factory=list)  # before any selection
+    width_per: str | None = None  # a varied key the gap plot divides widths by
 
     @property
     def compared(self) -> Metric:
