@@ -362,3 +362,34 @@ def test_widths_can_be_put_on_one_axis_per_number_of_bits(tmp_path):
                    width_per=_settings(folder, width_per="data.num_bits").width_per)
     names = {table.section_name(s): c for s, c in sections.items()}
     assert _width_scale(table, names) == {"num_bits=10": 10.0}
+
+
+def test_two_settings_of_a_key_are_compared_point_by_point_paired_by_seed():
+    from mtfilter.report._contrast import contrast
+
+    rows = []
+    for loss, shift in (("l1", 0.0), ("bce", -0.05)):
+        for seed in range(3):
+            rows.append({"status": "completed", "model.hidden_dim": 8, "model.layout": "mt",
+                         "model.loss": loss, "seed_everything": seed, "converged": True,
+                         "val_bit_error_best": 0.1 + shift + 0.01 * seed})  # fmt: skip
+    keys = ["model.hidden_dim", "model.layout", "model.loss", "seed_everything"]
+    (result,) = contrast(rows, keys, "bit_error", "model.loss", "model.hidden_dim", "model.layout")
+    assert list(result.values) == ["l1", "bce"]
+    assert result.values["l1"].mean == pytest.approx(0.11)
+    difference = result.differences["bce"]
+    assert difference.mean == pytest.approx(-0.05)
+    assert difference.low == pytest.approx(difference.high)  # the same shift on every seed
+
+
+def test_the_transition_is_where_mt_stays_within_noise_of_st():
+    from mtfilter.report._stats import WidthComparison, transition
+
+    def width(w, gaps):
+        return WidthComparison(w, {}, {}, {}, Estimate.of(gaps), gaps_by_seed=dict(enumerate(gaps)))
+
+    found = transition([width(4, [0.1, 0.12, 0.11]), width(8, [0.0, 0.01, -0.01]),
+                        width(16, [0.0, 0.0, 0.0])])  # fmt: skip
+    assert found.width == 8
+    assert found.per_seed == {0: 8, 1: 16, 2: 8}
+    assert transition([width(4, [0.1, 0.12, 0.11])]).width is None

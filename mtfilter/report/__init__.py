@@ -8,6 +8,7 @@ from typing import Any, Literal
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SWEEP_FILE, read_json
 from mtfilter.report._collect import collect, write_csv
+from mtfilter.report._contrast import Contrast, contrast
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._metric import METRICS, MetricName
@@ -16,6 +17,7 @@ from mtfilter.report._stats import Estimate, Report, WidthComparison, compare, v
 
 __all__ = [
     "Choice",
+    "Contrast",
     "Estimate",
     "MethodResult",
     "WidthComparison",
@@ -36,6 +38,7 @@ def report(
     selection_seeds: list[int] | None = None,
     unconverged: Literal["exclude", "mark"] | None = None,
     width_per: str | None = None,
+    contrast_key: str | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the plots of a sweep folder; returns their paths.
 
@@ -63,11 +66,14 @@ def report(
             `mark`: kept and marked (fixed-budget studies, where no figure is an optimum).
         width_per: A varied key (e.g. `data.num_bits`) the gap plot divides each section's
             widths by, so that sections of different sizes share one axis (hidden / num_bits).
+        contrast_key: A varied key (e.g. `model.loss`) whose values are compared at every
+            width and layout, paired by seed: which gives the better optimum where.
     """
     folder = Path(folder)
     settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
                          select_key=select_key, selection_seeds=selection_seeds,
-                         unconverged=unconverged, width_per=width_per)  # fmt: skip
+                         unconverged=unconverged, width_per=width_per,
+                         contrast_key=contrast_key)  # fmt: skip
     width_key, layout_key = settings.width_key, settings.layout_key
     keys, rows = collect(folder)
     written = [folder / "results.csv", folder / "results.md"]
@@ -82,7 +88,16 @@ def report(
         keys = [k for k in keys if k not in select_keys]
     sections = compare(rows, keys, chosen, width_key, layout_key,
                        unconverged=settings.unconverged)  # fmt: skip
-    methods = compare_methods(rows, keys, chosen, width_key, layout_key, settings.unconverged)
+    contrast_key = settings.contrast_key if settings.contrast_key in keys else None
+    contrasts = (
+        []
+        if contrast_key is None
+        else contrast(rows, keys, chosen, contrast_key, width_key, layout_key, settings.unconverged)
+    )
+    # a key compared on its own is not a method: every run sets it
+    method_keys = [k for k in keys if k != contrast_key]
+    methods = compare_methods(rows, method_keys, chosen, width_key, layout_key,
+                              settings.unconverged)  # fmt: skip
     if methods:  # their own table; the seed table's shape where both st and mt ran
         sections = {
             s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)
@@ -90,7 +105,8 @@ def report(
     table = Report(folder=folder, keys=keys, rows=rows, metric=chosen, width_key=width_key,
                    layout_key=layout_key, sections=sections, methods=methods, choices=choices,
                    select_key=select_keys or None, unconverged=settings.unconverged,
-                   every_row=every_row, width_per=settings.width_per)  # fmt: skip
+                   every_row=every_row, width_per=settings.width_per,
+                   contrast_key=contrast_key, contrasts=contrasts)  # fmt: skip
     write_markdown(written[1], table)
     from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
 
@@ -120,6 +136,7 @@ class _Settings:
     selection_seeds: list[int] | None
     unconverged: str
     width_per: str | None
+    contrast_key: str | None
 
 
 def _settings(folder: Path, **given: Any) -> _Settings:
@@ -143,6 +160,7 @@ def _settings(folder: Path, **given: Any) -> _Settings:
         selection_seeds=option("selection_seeds", None),
         unconverged=option("unconverged", "exclude"),
         width_per=option("width_per", None),
+        contrast_key=option("contrast_key", None),
     )
 
 

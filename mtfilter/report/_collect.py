@@ -18,12 +18,14 @@ from mtfilter.folders import (
 )
 from mtfilter.summaries import Summary
 
-# Conflict telemetry columns: the run's mean over its measurements (empty where not measured).
+# Conflict telemetry columns: the run's mean over its measurements (empty where not measured),
+# and its last measurement (`_last`: at the converged weights, for a run that stopped there).
 CONFLICT_FIGURES = {
     "conflict_fraction": "conflict/fraction",
     "conflict_mean_cosine": "conflict/mean_cosine",
     "grad_norm_spread": "conflict/grad_norm_spread",
 }
+LAST_CONFLICT_FIGURES = {f"{column}_last": tag for column, tag in CONFLICT_FIGURES.items()}
 
 
 def figure_columns() -> list[str]:
@@ -54,7 +56,7 @@ def columns() -> list[str]:
     """Every figure of a row, in the order of results.csv after the varied keys."""
     return ["parameters_total", "parameters_per_task", *figure_columns(), *FLOOR_COLUMNS,
             "epochs", "converged", "converged_epoch", "wall_time_s",
-            *CONFLICT_FIGURES]  # fmt: skip
+            *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES]  # fmt: skip
 
 
 def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -94,6 +96,7 @@ def _row(
         if model.get(key) is not None:
             values.setdefault(f"model.{key}", model[key])
     conflict = summary.multitask.get("conflict_mean") or {}
+    last = summary.multitask.get("conflict_last") or {}
     status = summary.status
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
@@ -121,6 +124,7 @@ def _row(
         "converged_epoch": convergence.get("epoch"),
         "wall_time_s": summary.wall_time_s or None,
         **{column: conflict.get(tag) for column, tag in CONFLICT_FIGURES.items()},
+        **{column: last.get(tag) for column, tag in LAST_CONFLICT_FIGURES.items()},
         "replicas": replicas,
         "error": summary.error or (state.get("error") if status != "completed" else None),
         "log_dir": str(log_dir),

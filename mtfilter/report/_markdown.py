@@ -17,8 +17,10 @@ from mtfilter.report._stats import (
     Estimate,
     FloorCells,
     Report,
+    Transition,
     WidthComparison,
     sort_key,
+    transition,
     verdict,
 )
 
@@ -67,7 +69,12 @@ def write_markdown(path: Path, report: Report) -> None:
             for c in comparisons
             if c.gap
         ]
+        found = transition(comparisons)
+        if found is not None:
+            verdicts.append(_transition_text(found, width_name))
         lines += [*verdicts, ""] if verdicts else []
+    if report.contrasts:
+        lines += _contrast_section(report, width_name)
     if methods:
         lines += _methods_section(methods, width_name, compared)
     failed = [row for row in every_row if row.get("status") not in ("completed", None)]
@@ -103,6 +110,9 @@ def _width_table(
     header = [width_name, "seeds", "mt floor (bit / exact-match error)"]
     header += [f"{layout} {label}" for layout in LAYOUTS for label in per_layout]
     header.append(f"mt - st ({compared.label})")
+    if not compared.is_loss:
+        header.append("mt above its floor")
+    header.append("mt conflict at the end (pairs / cosine)")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in comparisons:
         n = max((e.n for e in c.value.values()), default=0)
@@ -120,6 +130,47 @@ def _width_table(
                 _epoch(c.epoch.get(layout)),
             ]
         cells.append(_estimate(c.gap, signed=True) if c.gap else "-")
+        if not compared.is_loss:
+            mt, floor = c.value.get("mt"), c.floor.get("mt")
+            above = None if mt is None or floor is None else mt.mean - getattr(floor, compared.name)
+            cells.append("-" if above is None else f"{above:+.4f}")
+        fraction, cosine = c.conflict.get("mt", (None, None))
+        cells.append("-" if fraction is None or cosine is None
+                     else f"{fraction:.2f} / {cosine:+.3f}")  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _transition_text(found: Transition, width_name: str) -> str:
+    if found.width is None:
+        text = f"- transition: mt trails st at every {width_name} up to the widest tried"
+    else:
+        text = (f"- transition: mt is within noise of st (the paired 95% interval of mt - st "
+                f"covers 0 or lies below) from {width_name} {found.width} on")  # fmt: skip
+    seeds = found.seed_range
+    if seeds is not None:
+        text += (f"; per seed (its mt no worse than its st from there on): median "
+                 f"{seeds.median}, range {seeds.low}-{seeds.high}")  # fmt: skip
+    elif found.per_seed:
+        text += f"; per seed: {found.per_seed}"
+    return text
+
+
+def _contrast_section(report: Report, width_name: str) -> list[str]:
+    key, compared = report.contrast_key or "", report.compared
+    name = key.rsplit(".", 1)[-1]
+    lines = [f"## `{key}` compared", "",
+             f"Per point, the best {compared.label} under each `{name}` (mean [95% interval] "
+             f"over converged seeds), and each against the first, paired by seed (below 0: "
+             f"better than the first).", ""]  # fmt: skip
+    levels = list(dict.fromkeys(v for c in report.contrasts for v in c.values))
+    header = [width_name, "layout", *levels, *(f"{v} - {levels[0]}" for v in levels[1:])]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for c in report.contrasts:
+        name_of = report.section_name(c.section)
+        cells = [str(c.width), f"{c.layout}{', ' + name_of if name_of else ''}"]
+        cells += [_estimate(c.values.get(v)) for v in levels]
+        cells += [_estimate(c.differences.get(v), signed=True) for v in levels[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 

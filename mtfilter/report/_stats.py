@@ -74,6 +74,9 @@ class WidthComparison:
     side: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     # layout -> the floor's (bit error, exact-match error) and whether each is exact
     floor: dict[str, "FloorCells"] = field(default_factory=dict)
+    gaps_by_seed: dict[Any, float] = field(default_factory=dict)  # mt - st of each seed
+    # layout -> mean over seeds of the last conflict measurement: (conflicting pairs, cosine)
+    conflict: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +117,8 @@ class Report:
     unconverged: str = "exclude"  # see `compare`
     every_row: list[dict[str, Any]] = field(default_factory=list)  # before any selection
     width_per: str | None = None  # a varied key the gap plot divides widths by
+    contrast_key: str | None = None  # a varied key whose values are compared point by point
+    contrasts: list[Any] = field(default_factory=list)  # Contrast
 
     @property
     def compared(self) -> Metric:
@@ -182,18 +187,64 @@ def compare(
                 if None not in epochs:
                     epoch[layout] = EpochRange.of(epochs)
                 side[layout] = _side_figures(list(seeds.values()))
-            gap = None
+            gap, by_seed = None, {}
             if all(by_layout.get(layout) for layout in LAYOUTS):
                 common = sorted(set(by_layout["st"]) & set(by_layout["mt"]), key=str)
+                by_seed = {s: compared.best(by_layout["mt"][s]) - compared.best(by_layout["st"][s])
+                           for s in common}  # fmt: skip
                 if common:
-                    gap = Estimate.of([
-                        compared.best(by_layout["mt"][s]) - compared.best(by_layout["st"][s])
-                        for s in common
-                    ])  # fmt: skip
+                    gap = Estimate.of(list(by_seed.values()))
+            conflict = {layout: (_mean_of(seeds, "conflict_fraction_last"),
+                                 _mean_of(seeds, "conflict_mean_cosine_last"))
+                        for layout, seeds in by_layout.items() if seeds}  # fmt: skip
             comparisons.append(WidthComparison(width, value, epoch, parameters, gap, late, side,
-                                               floor))  # fmt: skip
+                                               floor, by_seed, conflict))  # fmt: skip
         result[section] = comparisons
     return result
+
+
+def _mean_of(rows: dict[Any, dict[str, Any]], column: str) -> float | None:
+    values = [float(r[column]) for r in rows.values() if r.get(column) not in (None, "")]
+    return statistics.fmean(values) if values else None
+
+
+@dataclass
+class Transition:
+    """Where mt stops trailing st, in one section. `width`: the smallest width from which, at
+    it and every wider width tried, the paired 95% interval of mt - st covers 0 or lies below
+    (with fewer than 3 seeds: the mean gap is at most 0). `per_seed`: for each seed, the
+    smallest width from which its mt is no worse than its st at every wider width tried."""
+
+    width: Any | None
+    per_seed: dict[Any, Any]
+
+    @property
+    def seed_range(self) -> EpochRange | None:
+        widths = [w for w in self.per_seed.values() if w is not None]
+        return EpochRange.of(widths) if widths and len(widths) == len(self.per_seed) else None
+
+
+def transition(comparisons: list[WidthComparison]) -> Transition | None:
+    """mt's transition to st's level in one section (see `Transition`); None without gaps."""
+    widths = [c for c in comparisons if c.gap is not None and isinstance(c.width, int | float)]
+    if not widths:
+        return None
+
+    def within(gap: Estimate) -> bool:
+        return gap.low <= 0 if gap.low is not None else gap.mean <= 0
+
+    def first_from(flags: list[bool]) -> Any | None:
+        start = None
+        for c, ok in zip(widths, flags, strict=True):
+            start = (start if start is not None else c.width) if ok else None
+        return start
+
+    seeds = set().union(*(c.gaps_by_seed for c in widths))
+    per_seed = {
+        seed: first_from([c.gaps_by_seed.get(seed, float("inf")) <= 0 for c in widths])
+        for seed in sorted(seeds, key=str)
+    }
+    return Transition(first_from([within(c.gap) for c in widths if c.gap]), per_seed)
 
 
 def _side_figures(rows: list[dict[str, Any]]) -> dict[str, Estimate]:
