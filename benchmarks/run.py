@@ -69,7 +69,9 @@ class _TimedCLI(MtfilterCLI):
 THREADS = torch.get_num_threads()
 
 
-def fit_seconds(device: str, args: list[str], checkpoint: bool = True) -> float:
+def fit_seconds(
+    device: str, args: list[str], checkpoint: bool = True, threads: int | None = None
+) -> float:
     """Wall time of `mtfilter fit --config configs/mt.yaml ARGS` at its defaults."""
     accelerator = "gpu" if device == "cuda" else "cpu"
     cli = _TimedCLI(
@@ -81,7 +83,7 @@ def fit_seconds(device: str, args: list[str], checkpoint: bool = True) -> float:
             "--trainer.accelerator",
             accelerator,
             "--num_threads",
-            str(THREADS),
+            str(threads or THREADS),
             *args,
         ],
         run=False,
@@ -288,8 +290,8 @@ def stacked_rates(
     device: str, repeats: int, settings: list[tuple[str, int]], epochs: int, processes: bool
 ) -> list[Row]:
     """A learning-rate selection, 4 rates x 2 seeds: one fit of 8 stacked replicas against the
-    8 separate fits, each side as whole `mtfilter fit` processes (start-up included, as a sweep
-    runs them, one after another on one core) and as in-process fits alone."""
+    8 separate fits, each side as whole `mtfilter fit` processes (start-up included) and as
+    in-process fits alone, on one thread each, as a sweep runs them (one process per core)."""
     rates, seeds = [0.001, 0.003, 0.01, 0.03], [0, 1]
     rows = []
     for layout, hidden in settings:
@@ -304,9 +306,9 @@ def stacked_rates(
             if how == "processes" and not processes:
                 continue
             ours, theirs = _alternate(
-                lambda seconds=seconds, stacked=stacked: seconds(device, stacked),
+                lambda seconds=seconds, stacked=stacked: seconds(device, stacked, threads=1),
                 lambda seconds=seconds, separate=separate: sum(
-                    seconds(device, args) for args in separate
+                    seconds(device, args, threads=1) for args in separate
                 ),
                 repeats,
             )
@@ -317,7 +319,8 @@ def stacked_rates(
 
 def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], epochs: int):
     """Adam with `fused: true` (one pass over each tensor) against the default
-    (`_single_tensor_adam` on a CPU): the same algorithm, the step's memory traffic cut."""
+    (`_single_tensor_adam` on a CPU): the same algorithm, the step's memory traffic cut. One
+    thread, as a sweep's processes."""
     rows = []
     for layout, hidden, replicas in settings:
         args = [
@@ -332,8 +335,8 @@ def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], 
         ]
         ours, theirs = _alternate(
             lambda args=args: fit_seconds(device, [*args, "--model.optimizer.init_args.fused",
-                                                   "true"]),
-            lambda args=args: fit_seconds(device, args),
+                                                   "true"], threads=1),
+            lambda args=args: fit_seconds(device, args, threads=1),
             repeats,
         )  # fmt: skip
         rows.append(Row("fused Adam", f"{layout}, hidden {hidden}, {replicas} replicas, "
@@ -341,12 +344,12 @@ def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], 
     return rows
 
 
-def _process_seconds(device: str, args: list[str]) -> float:
+def _process_seconds(device: str, args: list[str], threads: int | None = None) -> float:
     """Wall time of a whole `mtfilter fit` process (imports and start-up included)."""
     accelerator = "gpu" if device == "cuda" else "cpu"
     command = [sys.executable, "-m", "mtfilter.cli", "fit", "--config", CONFIG,
                "--trainer.enable_model_summary", "false", "--trainer.accelerator", accelerator,
-               "--num_threads", str(THREADS), *args]  # fmt: skip
+               "--num_threads", str(threads or THREADS), *args]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
