@@ -393,3 +393,22 @@ def test_the_transition_is_where_mt_stays_within_noise_of_st():
     assert found.width == 8
     assert found.per_seed == {0: 8, 1: 16, 2: 8}
     assert transition([width(4, [0.1, 0.12, 0.11])]).width is None
+
+
+def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
+    from mtfilter.report._select import select
+
+    rows = []
+    for lr, bits, loss in ((0.01, 0.2, 0.5), (0.03, 0.0, 0.2), (0.1, 0.0, 0.1)):
+        for seed in (0, 1):
+            rows.append({"status": "completed", "model.hidden_dim": 8, "model.layout": "st",
+                         "model.optimizer.init_args.lr": lr, "seed_everything": seed,
+                         "converged": True, "val_bit_error_best": bits,
+                         "val_loss_best": loss})  # fmt: skip
+    keys = ["model.hidden_dim", "model.layout", "model.optimizer.init_args.lr", "seed_everything"]
+    lr = "model.optimizer.init_args.lr"
+    _, (tied,) = select(rows, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
+    assert tied.chosen == {lr: 0.1} and tied.edges == {}  # 0.03 ties on bit error: inside
+    strictly = [{**r, "val_bit_error_best": 0.1} if r[lr] == 0.03 else r for r in rows]
+    _, (edge,) = select(strictly, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
+    assert edge.chosen == {lr: 0.1} and edge.edges == {lr: "high"}

@@ -93,7 +93,7 @@ def select(
                     width_key: width,
                     layout_key: layout,
                 },
-                edges=_edges({k: first.get(k) for k in chosen_keys}, tried),
+                edges=_edges(best, chosen_keys, tried, {v: m for v, (m, _) in score.items()}),
                 tried=tried,
                 figures={name: _mean(by_value[best], METRICS[name].best) for name in SIDE_FIGURES},
                 floor=FloorCells.of(first),
@@ -135,18 +135,35 @@ def _tried(by_value: dict[tuple, Any], index: int, rows: list[dict[str, Any]], k
     return sorted((raw[value] for value in {v[index] for v in by_value}), key=sort_key)
 
 
-def _edges(chosen: dict[str, Any], tried: dict[str, list[Any]]) -> dict[str, str]:
-    """The numeric keys whose chosen value is the lowest or highest of two or more tried."""
+def _edges(
+    best: tuple, keys: list[str], tried: dict[str, list[Any]], figure: dict[tuple, float]
+) -> dict[str, str]:
+    """The numeric keys whose chosen value is the lowest ("low") or highest ("high") of two or
+    more tried, and strictly better on the compared figure than the next value inward: where
+    that neighbour ties (every rate reaches 0 bit error, say), an optimum lies inside and only
+    the tie-break chose the edge."""
     edges = {}
-    for key, value in chosen.items():
+    for index, key in enumerate(keys):
         numbers = [v for v in tried[key] if _is_number(v)]
-        if len(numbers) < 2 or not _is_number(value):
+        value = _value_of(best[index], numbers)
+        if len(numbers) < 2 or value is None:
             continue
         if value == min(numbers):
-            edges[key] = "low"
+            side, neighbour = "low", numbers[1]
         elif value == max(numbers):
-            edges[key] = "high"
+            side, neighbour = "high", numbers[-2]
+        else:
+            continue
+        inward = (*best[:index], _hashable(neighbour), *best[index + 1 :])
+        if inward in figure and figure[inward] <= figure[best]:
+            continue  # a tie with the value inside
+        edges[key] = side
     return edges
+
+
+def _value_of(candidate: Any, numbers: list[Any]) -> Any:
+    """The number a candidate's (hashable) value stands for, or None."""
+    return next((n for n in numbers if _hashable(n) == candidate), None)
 
 
 def _is_number(value: Any) -> bool:
