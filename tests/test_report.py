@@ -375,10 +375,10 @@ def test_two_settings_of_a_key_are_compared_point_by_point_paired_by_seed():
                          "val_bit_error_best": 0.1 + shift + 0.01 * seed})  # fmt: skip
     keys = ["model.hidden_dim", "model.layout", "model.loss", "seed_everything"]
     (result,) = contrast(rows, keys, "bit_error", "model.loss", "model.hidden_dim", "model.layout")
-    assert list(result.values) == ["l1", "bce"]
+    assert list(result.values) == ["bce", "l1"]  # sorted
     assert result.values["l1"].mean == pytest.approx(0.11)
-    difference = result.differences["bce"]
-    assert difference.mean == pytest.approx(-0.05)
+    difference = result.differences["l1"]  # l1 - bce
+    assert difference.mean == pytest.approx(0.05)
     assert difference.low == pytest.approx(difference.high)  # the same shift on every seed
 
 

@@ -15,6 +15,7 @@ class Contrast:
     """One (section, width, layout): each value of the key, and each against the first."""
 
     section: tuple  # the other keys' values
+    section_name: str  # those that are set, e.g. `aggregator=UPGrad`; "" for none
     width: Any
     layout: Any
     values: dict[str, Estimate]  # the key's value (text) -> best figure over seeds
@@ -25,8 +26,8 @@ def contrast(
     rows: list[dict[str, Any]], keys: list[str], metric: str, key: str, width_key: str,
     layout_key: str, unconverged: str = "exclude",
 ) -> list[Contrast]:  # fmt: skip
-    """Per point, the best `metric` under each value of `key` (in the order they first
-    appear), and each value minus the first, over the seeds both have. Runs that did not
+    """Per point, the best `metric` under each value of `key` (in sorted order), and each
+    value minus the first, over the seeds both have. Runs that did not
     converge are left out unless `unconverged="mark"`."""
     compared = METRICS[metric]
     others = section_keys(keys, width_key, layout_key, key)
@@ -46,7 +47,7 @@ def contrast(
     result = []
     for point in sorted(table, key=lambda p: (p[0], sort_key(p[1]), str(p[2]))):
         by_value = table[point]
-        levels = [v for v in order if v in by_value]
+        levels = sorted((v for v in order if v in by_value), key=sort_key)
         first = levels[0]
         differences = {}
         for later in levels[1:]:
@@ -58,6 +59,11 @@ def contrast(
         result.append(
             Contrast(
                 section=point[0],
+                section_name=", ".join(
+                    f"{k.rsplit('.', 1)[-1]}={v}"
+                    for k, v in zip(others, point[0], strict=True)
+                    if v is not None
+                ),  # fmt: skip
                 width=point[1],
                 layout=point[2],
                 values={

@@ -167,8 +167,7 @@ def _contrast_section(report: Report, width_name: str) -> list[str]:
     header = [width_name, "layout", *levels, *(f"{v} - {levels[0]}" for v in levels[1:])]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in report.contrasts:
-        name_of = report.section_name(c.section)
-        cells = [str(c.width), f"{c.layout}{', ' + name_of if name_of else ''}"]
+        cells = [str(c.width), f"{c.layout}{', ' + c.section_name if c.section_name else ''}"]
         cells += [_estimate(c.values.get(v)) for v in levels]
         cells += [_estimate(c.differences.get(v), signed=True) for v in levels[1:]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -289,7 +288,8 @@ def _choices_section(choices: list[Choice], keys: list[str], width_name: str) ->
         chosen += "".join(f" {EDGE}{side}" for side in c.edges.values())
         figures = " | ".join(_number(c.figures.get(name)) for name in SIDE_FIGURES)
         floor = "-" if c.layout == "st" else _floor(c.floor)
-        lines.append(f"| {c.width} | {c.layout} | {c.seeds} | {candidates} | {chosen} | "
+        layout = f"{c.layout}, {c.section_name}" if c.section_name else str(c.layout)
+        lines.append(f"| {c.width} | {layout} | {c.seeds} | {candidates} | {chosen} | "
                      f"{figures} | {floor} |")  # fmt: skip
     return [*lines, ""]
 

@@ -29,6 +29,7 @@ class Choice:
     unconverged: int  # the chosen candidate's selection runs that did not converge
     held_out: bool  # reported on other seeds than those it was chosen on
     point: dict[str, Any] = field(default_factory=dict)  # the point's own keys and values
+    section_name: str = ""  # the point's other settings, e.g. `loss=bce`
     # selected keys whose chosen value is the lowest ("low") or highest ("high") value tried
     edges: dict[str, str] = field(default_factory=dict)
     tried: dict[str, list[Any]] = field(default_factory=dict)  # each key -> the values tried
@@ -94,6 +95,11 @@ def select(
                     layout_key: layout,
                 },
                 edges=_edges(best, chosen_keys, tried, {v: m for v, (m, _) in score.items()}),
+                section_name=", ".join(
+                    f"{k.rsplit('.', 1)[-1]}={v}"
+                    for k, v in zip(others, section, strict=True)
+                    if v is not None
+                ),  # fmt: skip
                 tried=tried,
                 figures={name: _mean(by_value[best], METRICS[name].best) for name in SIDE_FIGURES},
                 floor=FloorCells.of(first),
