@@ -412,3 +412,27 @@ def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
     strictly = [{**r, "val_bit_error_best": 0.1} if r[lr] == 0.03 else r for r in rows]
     _, (edge,) = select(strictly, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
     assert edge.chosen == {lr: 0.1} and edge.edges == {lr: "high"}
+
+
+def test_methods_are_compared_within_each_setting_of_a_contrasted_key():
+    from mtfilter.report._methods import compare_methods
+
+    rows = []
+    for loss, base in (("l1", 0.3), ("bce", 0.1)):
+        for method, extra, layout in (("st", 0.0, "st"), ("mt", 0.2, "mt"),
+                                      ("UPGrad", 0.1, "mt")):  # fmt: skip
+            for seed in range(3):
+                rows.append({"status": "completed", "model.hidden_dim": 8,
+                             "model.layout": layout, "model.loss": loss, "seed_everything": seed,
+                             "model.aggregator": "UPGrad" if method == "UPGrad" else None,
+                             "converged": True, "val_bit_error_best": base + extra})  # fmt: skip
+    keys = ["model.hidden_dim", "model.layout", "model.loss", "model.aggregator",
+            "seed_everything"]  # fmt: skip
+    results = compare_methods(rows, keys, "bit_error", "model.hidden_dim", "model.layout",
+                              within="model.loss")  # fmt: skip
+    named = {r.method: r for r in results}
+    assert set(named) == {f"{m} (loss={loss})" for m in ("st", "mt", "aggregator=UPGrad")
+                          for loss in ("l1", "bce")}  # fmt: skip
+    # each loss's method against its own st and mt: half the gap closed under both
+    for loss in ("l1", "bce"):
+        assert named[f"aggregator=UPGrad (loss={loss})"].gap_closed.mean == pytest.approx(0.5)

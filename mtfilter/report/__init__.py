@@ -97,7 +97,7 @@ def report(
     # a key compared on its own is not a method: every run sets it
     method_keys = [k for k in keys if k != contrast_key]
     methods = compare_methods(rows, method_keys, chosen, width_key, layout_key,
-                              settings.unconverged)  # fmt: skip
+                              settings.unconverged, within=contrast_key)  # fmt: skip
     if methods:  # their own table; the seed table's shape where both st and mt ran
         sections = {
             s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)

@@ -36,14 +36,16 @@ class MethodResult:
 
 def compare_methods(
     rows: list[dict[str, Any]], keys: list[str], metric: str, width_key: str, layout_key: str,
-    unconverged: str = "exclude",
+    unconverged: str = "exclude", within: str | None = None,
 ) -> list[MethodResult]:  # fmt: skip
     """Per width: st, mt, then every method; empty when the sweep varies nothing else. Runs
-    that did not converge are left out (`unconverged="mark"` keeps them)."""
-    others = section_keys(keys, width_key, layout_key)
+    that did not converge are left out (`unconverged="mark"` keeps them). With `within` (a
+    key every run sets, e.g. `model.loss`), each of its values is compared on its own: its
+    methods against its st and mt, named with it."""
+    others = section_keys(keys, width_key, layout_key, *([within] if within else []))
     if not others:
         return []
-    # width -> method -> seed -> row
+    # (within's value, width) -> method -> seed -> row
     table: dict[Any, dict[str, dict[Any, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         if row.get("status") != "completed" or METRICS[metric].best(row) is None:
@@ -58,10 +60,13 @@ def compare_methods(
                 method = f"{row.get(layout_key)} + {method}"
         else:
             method = str(row.get(layout_key))
-        table[row.get(width_key)][method][row.get(SEED_KEY)] = row
+        group = (str(row.get(within)) if within else "", row.get(width_key))
+        table[group][method][row.get(SEED_KEY)] = row
     results = []
-    for width in sorted(table, key=sort_key):
-        methods = table[width]
+    for group in sorted(table, key=lambda g: (g[0], sort_key(g[1]))):
+        methods = table[group]
+        width = group[1]
+        suffix = f" ({within.rsplit('.', 1)[-1]}={group[0]})" if within else ""
         st, mt = methods.get("st", {}), methods.get("mt", {})
         for method in sorted(methods, key=lambda m: (m != "st", m != "mt", m)):
             by_seed = methods[method]
@@ -79,7 +84,7 @@ def compare_methods(
             results.append(
                 MethodResult(
                     width=width,
-                    method=method,
+                    method=method + suffix,
                     loss=Estimate.of(list(best.values()), nonnegative=True),
                     gap_to_st=gap_to_st,
                     gap_closed=gap_closed,

@@ -62,8 +62,9 @@ def _by_method(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
 
 
 def _method_style(method: str, index: int) -> dict[str, Any]:
-    if method in COLORS:  # the two baselines stand out
-        return {"color": COLORS[method], "linewidth": 2.5, "marker": "o"}
+    baseline = method.split(" (", 1)[0]  # "st (loss=bce)": st within one setting
+    if baseline in COLORS:  # the two baselines stand out
+        return {"color": COLORS[baseline], "linewidth": 2.5, "marker": "o"}
     # tab20 without its first four (st's and mt's blue and orange, and their light shades)
     color = colormaps["tab20"](4 + index % 16)
     return {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
