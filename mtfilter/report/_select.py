@@ -102,7 +102,7 @@ def select(
                 ),  # fmt: skip
                 tried=tried,
                 figures={name: _mean(by_value[best], METRICS[name].best) for name in SIDE_FIGURES},
-                floor=FloorCells.of(first),
+                floor=next((f for f in map(FloorCells.of, chosen_rows) if f is not None), None),
             )
         )
     return kept, choices
