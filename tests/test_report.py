@@ -358,8 +358,16 @@ def test_widths_can_be_put_on_one_axis_per_number_of_bits(tmp_path):
 
     keys, rows = collect(folder)
     sections = compare(rows, keys, "bit_error", "model.hidden_dim", "model.layout")
-    table = Report(folder, keys, rows, "bit_error", "model.hidden_dim", "model.layout", sections,
-                   width_per=_settings(folder, width_per="data.num_bits").width_per)
+    table = Report(
+        folder,
+        keys,
+        rows,
+        "bit_error",
+        "model.hidden_dim",
+        "model.layout",
+        sections,
+        width_per=_settings(folder, width_per="data.num_bits").width_per,
+    )
     names = {table.section_name(s): c for s, c in sections.items()}
     assert _width_scale(table, names) == {"num_bits=10": 10.0}
 
