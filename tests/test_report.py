@@ -444,3 +444,22 @@ def test_methods_are_compared_within_each_setting_of_a_contrasted_key():
     # each loss's method against its own st and mt: half the gap closed under both
     for loss in ("l1", "bce"):
         assert named[f"aggregator=UPGrad (loss={loss})"].gap_closed.mean == pytest.approx(0.5)
+
+
+def test_time_section_counts_a_stacked_run_once_per_point_and_phase():
+    from mtfilter.report._time import time_section
+
+    def row(run, width, seed, seconds):
+        return {"run": run, "model.hidden_dim": width, "seed_everything": seed,
+                "wall_time_s": seconds}  # fmt: skip
+
+    rows = [
+        row("selection/w8", 8, 0, 120.0), row("selection/w8", 8, 1, 120.0),  # one stacked run
+        row("confirmation/w8", 8, 2, 60.0),
+        row("selection/w64", 64, 0, 600.0), row("confirmation/w64", 64, 2, 420.0),
+    ]  # fmt: skip
+    lines = time_section(rows, ["model.hidden_dim", "seed_everything"])
+    assert "20.0 min in all" in lines[2]
+    assert lines[4] == "| hidden_dim | confirmation (min) | selection (min) | all (min) | share |"
+    assert lines[6:8] == ["| 64 | 7.0 | 10.0 | 17.0 | 85% |", "| 8 | 1.0 | 2.0 | 3.0 | 15% |"]
+    assert time_section([row("w8", 8, 0, None)], ["model.hidden_dim"]) == []

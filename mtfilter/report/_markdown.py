@@ -23,6 +23,7 @@ from mtfilter.report._stats import (
     transition,
     verdict,
 )
+from mtfilter.report._time import time_section
 
 UNCONVERGED = "†"
 EDGE = "‡"
@@ -77,6 +78,7 @@ def write_markdown(path: Path, report: Report) -> None:
         lines += _contrast_section(report, width_name)
     if methods:
         lines += _methods_section(methods, width_name, compared)
+    lines += time_section(every_row, report.keys)
     failed = [row for row in every_row if row.get("status") not in ("completed", None)]
     if failed:
         lines += ["## Runs that did not complete", ""]
