@@ -69,6 +69,12 @@ class _TimedCLI(MtfilterCLI):
 THREADS = torch.get_num_threads()
 
 
+def _fit_args(layout: str, hidden: int, epochs: int) -> list[str]:
+    """`mtfilter fit` flags of one benchmarked setting (the rest is configs/mt.yaml's)."""
+    return ["--model.layout", layout, "--model.hidden_dim", str(hidden),
+            "--trainer.max_epochs", str(epochs)]  # fmt: skip
+
+
 def fit_seconds(
     device: str, args: list[str], checkpoint: bool = True, threads: int | None = None
 ) -> float:
@@ -123,8 +129,7 @@ def thread_choice(repeats: int, settings: list[tuple[str, int]], epochs: int) ->
 
     rows = []
     for layout, hidden in settings:
-        args = ["--model.layout", layout, "--model.hidden_dim", str(hidden),
-                "--trainer.max_epochs", str(epochs)]  # fmt: skip
+        args = _fit_args(layout, hidden, epochs)
         one, every = _alternate(
             lambda args=args: fit_seconds("cpu", [*args, "--num_threads", "1"]),
             lambda args=args: fit_seconds("cpu", [*args, "--num_threads", str(THREADS)]),
@@ -256,14 +261,7 @@ def stacked_seeds(device: str, repeats: int, widths: list[int], epochs: int) -> 
     seeds = list(range(8))
     for layout in ("mt", "st"):
         for hidden in widths:
-            base = [
-                "--model.layout",
-                layout,
-                "--model.hidden_dim",
-                str(hidden),
-                "--trainer.max_epochs",
-                str(epochs),
-            ]
+            base = _fit_args(layout, hidden, epochs)
             stacked = base + ["--data.seeds", str(seeds)]
             ours, theirs = _alternate(
                 lambda stacked=stacked: fit_seconds(device, stacked),
@@ -295,8 +293,7 @@ def stacked_rates(
     rates, seeds = [0.001, 0.003, 0.01, 0.03], [0, 1]
     rows = []
     for layout, hidden in settings:
-        base = ["--model.layout", layout, "--model.hidden_dim", str(hidden),
-                "--trainer.max_epochs", str(epochs)]  # fmt: skip
+        base = _fit_args(layout, hidden, epochs)
         stacked = [*base, "--data.seeds", str(seeds), "--model.learning_rates", str(rates)]
         separate = [[*base, "--seed_everything", str(s), "--model.optimizer.init_args.lr",
                      str(r)] for r in rates for s in seeds]  # fmt: skip
@@ -323,16 +320,7 @@ def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], 
     thread, as a sweep's processes."""
     rows = []
     for layout, hidden, replicas in settings:
-        args = [
-            "--model.layout",
-            layout,
-            "--model.hidden_dim",
-            str(hidden),
-            "--trainer.max_epochs",
-            str(epochs),
-            "--data.seeds",
-            str(list(range(replicas))),
-        ]
+        args = [*_fit_args(layout, hidden, epochs), "--data.seeds", str(list(range(replicas)))]
         ours, theirs = _alternate(
             lambda args=args: fit_seconds(device, [*args, "--model.optimizer.init_args.fused",
                                                    "true"], threads=1),
