@@ -402,6 +402,8 @@ class BitMappingModule(L.LightningModule):
             "epoch_log": self.epoch_log.state_dict(),
             "log_dir": self._log_dir(),  # where that history was published
         }
+        if self.task_gradients.conflicts.latest_row is not None:
+            state["conflicts"] = self.task_gradients.conflicts.state_dict()
         if self.learning_rates.scaled:  # each replica's factor, its stacked rate's included
             state["lr_scale"] = list(self.learning_rates.factors)
         if self.hparams.accumulate_gradients:  # the running sum is training state here
@@ -426,6 +428,8 @@ class BitMappingModule(L.LightningModule):
         if here and self.epoch_log.num_epochs:
             self.publisher.purge_from = self.epoch_log.last_epoch + 1
         self._restored["gradients"] = saved.get("gradients")
+        if saved.get("conflicts") is not None:
+            self.task_gradients.conflicts.load_state_dict(saved["conflicts"], self.device)
         for replica, factor in enumerate(saved.get("lr_scale", [])):
             if factor != self.learning_rates.factors[replica]:  # dropped on a plateau
                 self.scale_learning_rate(replica, factor / self.learning_rates.factors[replica])

@@ -136,9 +136,21 @@ class ConflictRecord:
         self._count.add_(~row.isnan())
 
     def mean(self) -> Tensor | None:
-        """(R, K): the mean of every measurement so far (this fit's, not a resumed one's);
-        NaN where no measurement had a value (every pair with a zero gradient)."""
+        """(R, K): the mean of every measurement so far (a resumed fit's included); NaN where
+        no measurement had a value (every pair with a zero gradient)."""
         return None if self._sum is None or self._count is None else self._sum / self._count
+
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The run's totals and latest figures, so that a resumed run's summary is the
+        uninterrupted one's (a resume that ends before the next measurement keeps them)."""
+        return {"sum": self._sum, "count": self._count, "latest_row": self.latest_row}
+
+    def load_state_dict(self, state: dict[str, Tensor | None], device: torch.device) -> None:
+        def moved(name: str) -> Tensor | None:
+            value = state.get(name)
+            return None if value is None else value.to(device)
+
+        self._sum, self._count, self.latest_row = moved("sum"), moved("count"), moved("latest_row")
 
     def take(self) -> tuple[list[int], Tensor | None]:
         """The epochs and (E, R, K) figures recorded since the last call, on the host."""

@@ -280,3 +280,16 @@ def test_scalarizers_with_what_they_cannot_support_are_refused(run_dir, args, me
     with pytest.raises(ConfigError, match=re.escape(message)):  # before anything is built
         tiny_fit(*args)
     assert not (run_dir / "lightning_logs").exists()
+
+
+def test_a_resumed_fit_reports_the_uninterrupted_runs_conflict_figures(run_dir):
+    # measured at epochs 1, 6 and 11; the resumed part (epochs 13-14) measures nothing
+    common = ["--model.telemetry_interval", "10"]
+    straight = read_summary(log_dir(tiny_fit(*common, "--trainer.max_epochs", "14")))
+    first = log_dir(tiny_fit(*common, "--trainer.max_epochs", "12"))
+    resumed = read_summary(log_dir(tiny_fit(
+        *common, "--trainer.max_epochs", "14", "--ckpt_path", str(first / LAST)
+    )))  # fmt: skip
+    for figures in ("conflict_last", "conflict_mean"):
+        expected = straight["multitask"][figures]
+        assert expected and resumed["multitask"][figures] == pytest.approx(expected, nan_ok=True)
