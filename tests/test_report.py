@@ -401,6 +401,15 @@ def test_the_transition_is_where_mt_stays_within_noise_of_st():
     assert found.width == 8
     assert found.per_seed == {0: 8, 1: 16, 2: 8}
     assert transition([width(4, [0.1, 0.12, 0.11])]).width is None
+    from mtfilter.report._markdown import _transition_text
+
+    assert _transition_text(found, "hidden_dim").endswith("median 8, range 8-16")
+    some = transition([width(4, [0.1, 0.1, 0.1]), width(8, [0.0, 0.1, 0.1])])
+    assert _transition_text(some, "hidden_dim").endswith(
+        "per seed: seed 0 from 8, seed 1 never, seed 2 never"
+    )
+    none = transition([width(4, [0.1, 0.1, 0.1])])
+    assert "no seed's mt reaches its st" in _transition_text(none, "hidden_dim")
 
 
 def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():

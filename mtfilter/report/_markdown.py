@@ -154,7 +154,14 @@ def _transition_text(found: Transition, width_name: str) -> str:
         text += (f"; per seed (its mt no worse than its st from there on): median "
                  f"{seeds.median}, range {seeds.low}-{seeds.high}")  # fmt: skip
     elif found.per_seed:
-        text += f"; per seed: {found.per_seed}"
+        reached = {seed: width for seed, width in found.per_seed.items() if width is not None}
+        if not reached:
+            text += "; no seed's mt reaches its st at the widest tried"
+        else:
+            text += "; per seed: " + ", ".join(
+                f"seed {seed} from {reached[seed]}" if seed in reached else f"seed {seed} never"
+                for seed in found.per_seed
+            )
     return text
 
 

@@ -201,6 +201,7 @@ def _gap(
     floor too (st's is 0), in its colour."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
+    floors: dict[tuple, list[tuple[str, Any]]] = {}  # one line per distinct floor: its sections
     for index, (name, comps) in enumerate(sections.items()):
         divisor = scale.get(name, 1.0)
         xs = [c.width / divisor for c in comps if c.gap is not None]
@@ -210,11 +211,15 @@ def _gap(
         band = _band(gaps)
         if band is not None:
             ax.fill_between(xs, *band, alpha=0.2, color=line.get_color())
-        floors = [(c.width / divisor, getattr(c.floor["mt"], compared.name)) for c in comps
-                  if not compared.is_loss and "mt" in c.floor]  # fmt: skip
-        if floors:
-            ax.plot(*zip(*floors, strict=True), color=line.get_color(), linestyle=":",
-                    linewidth=1, label=f"mt floor {name}".strip())  # fmt: skip
+        floor = tuple((c.width / divisor, getattr(c.floor["mt"], compared.name)) for c in comps
+                      if not compared.is_loss and "mt" in c.floor)  # fmt: skip
+        if floor:
+            floors.setdefault(floor, []).append((name, line.get_color()))
+    for floor, owners in floors.items():
+        shared = len(owners) > 1  # e.g. two losses on one model: one floor, drawn once
+        label = "mt floor" if shared else f"mt floor {owners[0][0]}".strip()
+        ax.plot(*zip(*floor, strict=True), color="black" if shared else owners[0][1],
+                linestyle=":", linewidth=1, label=label)  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} / {per} (log2)" if per else f"{width_name} (log2)")

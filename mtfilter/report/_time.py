@@ -4,7 +4,7 @@ A stacked run trains its replicas together, so its time is counted once, under i
 from collections import defaultdict
 from typing import Any
 
-from mtfilter.folders import SEED_KEY
+from mtfilter.folders import SEED_KEY, short_value
 
 
 def time_section(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
@@ -19,7 +19,7 @@ def time_section(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
             continue
         counted.add(row["run"])
         phase = row["run"].split("/", 1)[0] if "/" in row["run"] else "training"
-        point = tuple(row.get(k) for k in point_keys)
+        point = tuple(None if row.get(k) is None else short_value(row[k]) for k in point_keys)
         seconds[point][phase] += float(row["wall_time_s"])
     if not seconds:
         return []
@@ -40,7 +40,7 @@ def time_section(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     by_time = sorted(seconds.items(), key=lambda item: -sum(item[1].values()))
     for point, per_phase in by_time:
         point_seconds = sum(per_phase.values())
-        cells = ["-" if v is None else str(v) for v in point]
+        cells = ["-" if v is None else v for v in point]
         cells += [f"{per_phase[p] / 60:.1f}" if p in per_phase else "-" for p in phases]
         cells += [f"{point_seconds / 60:.1f}", f"{point_seconds / total:.0%}"]
         lines.append("| " + " | ".join(cells) + " |")
