@@ -357,12 +357,13 @@ class BitMappingModule(L.LightningModule):
         """One TensorBoard writer per replica (see `EpochPublisher.writers`)."""
         return self.publisher.writers(logger)
 
-    def run_description(self, replica: int) -> dict[str, Any]:
-        """What the run is, for its summary: sizes, multitask method, hyperparameters."""
+    def run_description(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
+        """What the run is, for its summary: sizes, multitask method (its conflict figures at
+        `best_epoch` too), hyperparameters."""
         first = self.scalarizers[0] if self.scalarizers else None
         return {
             "parameters": self.parameter_counts(),
-            "multitask": self.task_gradients.summary(replica),
+            "multitask": self.task_gradients.summary(replica, best_epoch),
             "floor": None if self.floor is None else self.floor.as_dict(),
             "hparams": {
                 **{k: v for k, v in self.hparams.items() if k != "seeds" and not k.startswith("_")},

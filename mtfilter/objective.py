@@ -154,8 +154,9 @@ class TaskGradients:
         if self.scalarizers is not None:
             multitask.ends_epoch(self.scalarizers)
 
-    def summary(self, replica: int) -> dict[str, Any]:
-        """What the run did about the tasks' shared gradients, for its summary."""
+    def summary(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
+        """What the run did about the tasks' shared gradients, for its summary; with
+        `best_epoch`, also the last measurement at or before it (`conflict_at_best`)."""
         keys = multitask.conflict_keys(self.num_bits)
 
         def figures(rows: Tensor | None) -> dict[str, float]:
@@ -167,6 +168,9 @@ class TaskGradients:
             "telemetry_interval": self.telemetry_every,
             "conflict_mean": figures(self.conflicts.mean()),
             "conflict_last": figures(self.conflicts.latest_row),
+            "conflict_at_best": figures(
+                None if best_epoch is None else self.conflicts.at_or_before(best_epoch)
+            ),
         }
 
 

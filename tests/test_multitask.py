@@ -290,6 +290,19 @@ def test_a_resumed_fit_reports_the_uninterrupted_runs_conflict_figures(run_dir):
     resumed = read_summary(log_dir(tiny_fit(
         *common, "--trainer.max_epochs", "14", "--ckpt_path", str(first / LAST)
     )))  # fmt: skip
-    for figures in ("conflict_last", "conflict_mean"):
+    for figures in ("conflict_last", "conflict_mean", "conflict_at_best"):
         expected = straight["multitask"][figures]
         assert expected and resumed["multitask"][figures] == pytest.approx(expected, nan_ok=True)
+
+
+def test_the_summary_holds_the_conflict_measured_at_or_before_the_best_epoch(run_dir):
+    # a high rate: the best epoch (22 here) comes well before the last measurement
+    run = log_dir(tiny_fit("--model.telemetry_interval", "10",
+                           "--model.optimizer.init_args.lr", "0.3"))  # fmt: skip
+    summary = read_summary(run)
+    measured = read_scalars(run)["conflict/fraction"]  # epochs 1, 6, ..., 46
+    assert summary["val"]["loss_best_epoch"] < measured[-1][0]
+    expected = [v for epoch, v in measured if epoch <= summary["val"]["loss_best_epoch"]][-1]
+    assert summary["multitask"]["conflict_at_best"]["conflict/fraction"] == pytest.approx(expected)
+    cosine = summary["multitask"]["conflict_at_best"]["conflict/mean_cosine"]
+    assert cosine != pytest.approx(summary["multitask"]["conflict_last"]["conflict/mean_cosine"])

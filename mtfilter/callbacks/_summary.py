@@ -150,7 +150,7 @@ def run_summary(
     checkpoint = trainer.checkpoint_callback
     paths = isinstance(checkpoint, BestEpochCheckpoint)
     datamodule = trainer.datamodule
-    description = record.run_description(replica)
+    description = record.run_description(replica, best_epoch)
     data = _public(datamodule.hparams) if datamodule is not None else {}
     return Summary(
         status=status,

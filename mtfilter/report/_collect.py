@@ -26,6 +26,8 @@ CONFLICT_FIGURES = {
     "grad_norm_spread": "conflict/grad_norm_spread",
 }
 LAST_CONFLICT_FIGURES = {f"{column}_last": tag for column, tag in CONFLICT_FIGURES.items()}
+# ... and the measurement at (or last before) the epoch of the lowest val/loss
+AT_BEST_CONFLICT_FIGURES = {f"{c}_at_best": tag for c, tag in CONFLICT_FIGURES.items()}
 
 
 def figure_columns() -> list[str]:
@@ -56,7 +58,7 @@ def columns() -> list[str]:
     """Every figure of a row, in the order of results.csv after the varied keys."""
     return ["parameters_total", "parameters_per_task", *figure_columns(), *FLOOR_COLUMNS,
             "epochs", "converged", "converged_epoch", "wall_time_s",
-            *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES]  # fmt: skip
+            *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES, *AT_BEST_CONFLICT_FIGURES]  # fmt: skip
 
 
 def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -97,6 +99,7 @@ def _row(
             values.setdefault(f"model.{key}", model[key])
     conflict = summary.multitask.get("conflict_mean") or {}
     last = summary.multitask.get("conflict_last") or {}
+    at_best = summary.multitask.get("conflict_at_best") or {}
     status = summary.status
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
@@ -125,6 +128,7 @@ def _row(
         "wall_time_s": summary.wall_time_s or None,
         **{column: conflict.get(tag) for column, tag in CONFLICT_FIGURES.items()},
         **{column: last.get(tag) for column, tag in LAST_CONFLICT_FIGURES.items()},
+        **{column: at_best.get(tag) for column, tag in AT_BEST_CONFLICT_FIGURES.items()},
         "replicas": replicas,
         "error": summary.error or (state.get("error") if status != "completed" else None),
         "log_dir": str(log_dir),

@@ -51,7 +51,10 @@ def write_markdown(path: Path, report: Report) -> None:
         "Beside it, each layout's best loss, bit error and exact-match error (each its own "
         "lowest over epochs), and the representational floor of mt's last hidden layer: the "
         "lowest bit error / exact-match error any weights can reach through it "
-        "(`>=`: a lower bound; st's towers have one output each, floor 0).",
+        "(`>=`: a lower bound; st's towers have one output each, floor 0). mt's conflict: the "
+        "share of task pairs whose gradients on the shared weights point apart, and their mean "
+        "cosine, at the last measurement at or before the epoch of the lowest val loss "
+        "(`(end)`: the last one of the run, for runs that did not record that).",
         "Several seeds: mean [95% t-interval, from 3 seeds on; an error's cut at 0]; the gap is "
         "paired by seed; epochs: the median of the seeds' best epochs (their range). Per-run "
         "figures are in results.csv.",
@@ -114,7 +117,7 @@ def _width_table(
     header.append(f"mt - st ({compared.label})")
     if not compared.is_loss:
         header.append("mt above its floor")
-    header.append("mt conflict at the end (pairs / cosine)")
+    header.append("mt conflict at the best epoch (pairs / cosine)")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in comparisons:
         n = max((e.n for e in c.value.values()), default=0)
@@ -136,9 +139,10 @@ def _width_table(
             mt, floor = c.value.get("mt"), c.floor.get("mt")
             above = None if mt is None or floor is None else mt.mean - getattr(floor, compared.name)
             cells.append("-" if above is None else f"{above:+.4f}")
-        fraction, cosine = c.conflict.get("mt", (None, None))
+        fraction, cosine, when = c.conflict.get("mt", (None, None, "best"))
+        at_end = " (end)" if when == "end" else ""
         cells.append("-" if fraction is None or cosine is None
-                     else f"{fraction:.2f} / {cosine:+.3f}")  # fmt: skip
+                     else f"{fraction:.2f} / {cosine:+.3f}{at_end}")  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -75,8 +75,10 @@ class WidthComparison:
     # layout -> the floor's (bit error, exact-match error) and whether each is exact
     floor: dict[str, "FloorCells"] = field(default_factory=dict)
     gaps_by_seed: dict[Any, float] = field(default_factory=dict)  # mt - st of each seed
-    # layout -> mean over seeds of the last conflict measurement: (conflicting pairs, cosine)
-    conflict: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # layout -> mean over seeds of the conflict measurement at the epoch of the lowest val loss
+    # (or, for runs that did not record it, the last one): (conflicting pairs, cosine, "best"
+    # or "end")
+    conflict: dict[str, tuple[float | None, float | None, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,8 +196,7 @@ def compare(
                            for s in common}  # fmt: skip
                 if common:
                     gap = Estimate.of(list(by_seed.values()))
-            conflict = {layout: (_mean_of(seeds, "conflict_fraction_last"),
-                                 _mean_of(seeds, "conflict_mean_cosine_last"))
+            conflict = {layout: _conflict(list(seeds.values()))
                         for layout, seeds in by_layout.items() if seeds}  # fmt: skip
             comparisons.append(WidthComparison(width, value, epoch, parameters, gap, late, side,
                                                floor, by_seed, conflict))  # fmt: skip
@@ -245,6 +246,16 @@ def transition(comparisons: list[WidthComparison]) -> Transition | None:
         for seed in sorted(seeds, key=str)
     }
     return Transition(first_from([within(c.gap) for c in widths if c.gap]), per_seed)
+
+
+def _conflict(rows: list[dict[str, Any]]) -> tuple[float | None, float | None, str]:
+    """Conflicting pairs and mean cosine over these seeds, at their best epochs where every
+    seed recorded them there (runs from before that figure existed recorded only the last)."""
+    when = "best" if all(r.get("conflict_fraction_at_best") is not None for r in rows) else "end"
+    suffix = "_at_best" if when == "best" else "_last"
+    by_seed = {i: r for i, r in enumerate(rows)}
+    fraction = _mean_of(by_seed, f"conflict_fraction{suffix}")
+    return fraction, _mean_of(by_seed, f"conflict_mean_cosine{suffix}"), when
 
 
 def _side_figures(rows: list[dict[str, Any]]) -> dict[str, Estimate]:
