@@ -200,4 +200,6 @@ def picks_by_point(choices: list[Any], keys: list[str]) -> dict[str, dict[str, A
 
 
 def _point_text(point: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={point.get(k)}" for k in keys) or "the point"
+    # a key another grid entry varies but this point leaves at the base value is not named
+    named = [k for k in keys if point.get(k) is not None]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={point[k]}" for k in named) or "the point"
