@@ -27,6 +27,8 @@ def bad_files(folder: Path) -> None:
     (folder / "broken.yaml").write_text("model:\n  hidden_dim: 8\n layout: mt\n")
     sweep = {"base": str(TINY), "folder": str(folder / "sweep"), "grid": {"model.hiden_dim": [8]}}
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    misspelt = {**sweep, "grid": {"model.hidden_dim": [8]}, "report": {"contrast_kye": "x"}}
+    (folder / "report_typo.yaml").write_text(yaml.safe_dump(misspelt))
 
 
 FIT = ["fit", "--config", str(TINY)]
@@ -64,6 +66,10 @@ CASES = {
         ["sweep.yaml", "model.hiden_dim", "sweep's grid", "did you mean model.hidden_dim"],
     ),
     "report-not-a-sweep": (["report", "."], ["not a sweep folder"]),
+    "sweep-report-typo": (
+        ["sweep", "--config", "report_typo.yaml"],
+        ["report_typo.yaml", "'contrast_kye' is not a report option"],
+    ),
 }
 if not torch.cuda.is_available():
     CASES["gpu-without-gpu"] = (

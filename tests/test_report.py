@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mtfilter.errors import ConfigError
 from mtfilter.report import Estimate, compare, report, verdict
 from mtfilter.report._collect import collect
 from mtfilter.report._stats import EpochRange
@@ -472,3 +473,55 @@ def test_time_section_counts_a_stacked_run_once_per_point_and_phase():
     assert lines[4] == "| hidden_dim | confirmation (min) | selection (min) | all (min) | share |"
     assert lines[6:8] == ["| 64 | 7.0 | 10.0 | 17.0 | 85% |", "| 8 | 1.0 | 2.0 | 3.0 | 15% |"]
     assert time_section([row("w8", 8, 0, None)], ["model.hidden_dim"]) == []
+
+
+def test_runs_of_another_sweep_join_the_report_as_their_own_series(tmp_path):
+    here = fake_sweep(tmp_path / "capacity", stacked=True)  # varies num_bits (6 here)
+    sweep = json.loads((here / "sweep.json").read_text())
+    sweep["grid"] = {"data.num_bits": [6], **sweep["grid"]}
+    (here / "sweep.json").write_text(json.dumps(sweep))
+    for run_file in here.glob("*/run.json"):
+        run = json.loads(run_file.read_text())
+        run["values"] = {"data.num_bits": 6, **run["values"]}
+        run_file.write_text(json.dumps(run))
+    other = fake_sweep(tmp_path / "optimum", stacked=True)  # num_bits 10, not varied there
+    for path in other.glob("*/seed_*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["hparams"] = {"data": {"num_bits": 10}, "model": {"loss": "bce"}}
+        path.write_text(json.dumps(summary))
+    report(here, include=[{"folder": str(other), "where": {"model.loss": "bce"}}])
+    with open(here / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({r["data.num_bits"] for r in rows}) == ["10", "6"] and len(rows) == 24
+    table = (here / "results.md").read_text()
+    assert "## st and mt, num_bits=6" in table and "## st and mt, num_bits=10" in table
+    report(here, include=[{"folder": str(other), "where": {"model.loss": "l1"}}])  # none match
+    with open(here / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 12
+    with pytest.raises(ConfigError, match="include entries"):
+        report(here, include=[{"path": str(other)}])
+
+
+def test_a_sweeps_report_settings_are_checked_by_name():
+    import inspect
+
+    from mtfilter.report import REPORT_OPTIONS, check_report_settings
+
+    assert set(REPORT_OPTIONS) == set(inspect.signature(report).parameters) - {"folder"}
+    with pytest.raises(ConfigError, match="'contrast_kye' is not a report option"):
+        check_report_settings({"metric": "bit_error", "contrast_kye": "model.loss"})
+
+
+def test_keys_every_run_sets_are_conditions_not_methods():
+    from mtfilter.report import compare_methods
+
+    rows = [
+        {"model.hidden_dim": 4, "model.layout": layout, "data.num_bits": bits, "seed_everything": 0,
+         "status": "completed", "converged": True, "val_loss_best": 0.1}
+        for layout in ("st", "mt") for bits in (6, 8)
+    ]  # fmt: skip
+    keys = ["data.num_bits", "model.hidden_dim", "model.layout", "seed_everything"]
+    assert compare_methods(rows, keys, "val", "model.hidden_dim", "model.layout") == []
+    plain = [{**rows[0], "data.num_bits": None}, {**rows[2], "data.num_bits": None}]
+    found = compare_methods([*rows, *plain], keys, "val", "model.hidden_dim", "model.layout")
+    assert {r.method for r in found} >= {"st", "mt", "num_bits=6"}

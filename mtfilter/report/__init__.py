@@ -9,6 +9,7 @@ from mtfilter.errors import ConfigError
 from mtfilter.folders import SWEEP_FILE, read_json
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._contrast import Contrast, contrast
+from mtfilter.report._include import include as include_runs
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._metric import METRICS, MetricName
@@ -39,6 +40,7 @@ def report(
     unconverged: Literal["exclude", "mark"] | None = None,
     width_per: str | None = None,
     contrast_key: str | None = None,
+    include: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the plots of a sweep folder; returns their paths.
 
@@ -68,14 +70,19 @@ def report(
             widths by, so that sections of different sizes share one axis (hidden / num_bits).
         contrast_key: A varied key (e.g. `model.loss`) whose values are compared at every
             width and layout, paired by seed: which gives the better optimum where.
+        include: Runs of other sweep folders to report beside this one's, each
+            `{folder: PATH, where: {KEY: VALUE}}` (the runs whose settings match `where`;
+            `null`: not set), e.g. a series another study already ran. They are read from
+            their own folders and appear in results.csv; keys one folder varies and the other
+            does not are filled from the runs' recorded settings.
     """
     folder = Path(folder)
     settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
                          select_key=select_key, selection_seeds=selection_seeds,
                          unconverged=unconverged, width_per=width_per,
-                         contrast_key=contrast_key)  # fmt: skip
+                         contrast_key=contrast_key, include=include)  # fmt: skip
     width_key, layout_key = settings.width_key, settings.layout_key
-    keys, rows = collect(folder)
+    keys, rows = include_runs(*collect(folder), settings.include)
     written = [folder / "results.csv", folder / "results.md"]
     write_csv(written[0], keys, rows)
     choices: list[Choice] = []
@@ -137,6 +144,7 @@ class _Settings:
     unconverged: str
     width_per: str | None
     contrast_key: str | None
+    include: list[dict[str, Any]]
 
 
 def _settings(folder: Path, **given: Any) -> _Settings:
@@ -161,7 +169,22 @@ def _settings(folder: Path, **given: Any) -> _Settings:
         unconverged=option("unconverged", "exclude"),
         width_per=option("width_per", None),
         contrast_key=option("contrast_key", None),
+        include=option("include", None) or [],
     )
+
+
+# What a sweep config's `report:` may set: `report`'s own options, less the folder.
+REPORT_OPTIONS = ("metric", "width_key", "layout_key", "select_key", "selection_seeds",
+                  "unconverged", "width_per", "contrast_key", "include")  # fmt: skip
+
+
+def check_report_settings(settings: dict[str, Any]) -> None:
+    """Refuse a sweep's `report:` settings that the report would not read (a misspelt key)."""
+    unknown = [key for key in settings if key not in REPORT_OPTIONS]
+    if unknown:
+        raise ConfigError(
+            f"report: {unknown[0]!r} is not a report option; they are {', '.join(REPORT_OPTIONS)}"
+        )
 
 
 def _both_layouts(comparisons: list[WidthComparison]) -> bool:

@@ -132,6 +132,7 @@ def _row(
         "replicas": replicas,
         "error": summary.error or (state.get("error") if status != "completed" else None),
         "log_dir": str(log_dir),
+        "hparams": summary.hparams,  # the run's settings, for keys its sweep does not vary
     }
 
 

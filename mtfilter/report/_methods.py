@@ -62,6 +62,8 @@ def compare_methods(
             method = str(row.get(layout_key))
         group = (str(row.get(within)) if within else "", row.get(width_key))
         table[group][method][row.get(SEED_KEY)] = row
+    if not any(m in ("st", "mt") for methods in table.values() for m in methods):
+        return []  # no plain st or mt: the other keys are conditions (num_bits, say), not methods
     results = []
     for group in sorted(table, key=lambda g: (g[0], sort_key(g[1]))):
         methods = table[group]

@@ -101,6 +101,9 @@ def sweep(
         "stack_learning_rates": stack_learning_rates,
     }
     report_settings = _plain(report or {})
+    from mtfilter.report import check_report_settings  # matplotlib-free
+
+    check_report_settings(report_settings)
     protocol = Protocol(select, grid) if select is not None else None
     if protocol is not None:
         assert select is not None
