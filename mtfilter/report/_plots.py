@@ -285,8 +285,11 @@ def _chosen_runs(rows: list[dict[str, Any]], layout_key: str, width_key: str) ->
 def _save(fig: Any, ax: Any, path: Path, legend: dict[str, Any] | None = None) -> Path:
     """Grid, legend (when something is labelled), and the PNG."""
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # e.g. runs without TensorBoard logs draw nothing
+    labels = ax.get_legend_handles_labels()[1]
+    if len(labels) > 4 and legend is None:  # many series (a capacity law): beside, not over them
+        legend = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": "small"}
+    fig.tight_layout()  # before the legend: one outside the axes must not shrink them
+    if labels:  # e.g. runs without TensorBoard logs draw nothing
         ax.legend(**(legend or {}))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the whole legend, where it lies outside
     return path
