@@ -33,8 +33,9 @@ class Floor:
     `exact_match_error` is `exact` when the targets need every one of the 2**T strings equally
     often: then which strings an arrangement realises does not matter and general position
     realises R(d) of them, so exactly the rest are wrong at best. Otherwise it is a lower bound
-    (not every set of R(d) strings is realisable). `bit_error` is a lower bound unless it is 0
-    or one string is missing (d = T - 1, whose neighbours are all realised): a string
+    (not every set of R(d) strings, or of fewer, is realisable: a floor of 0 below d = T is a
+    bound too). `bit_error` is a lower bound unless d >= T (0, exactly) or one string is
+    missing (d = T - 1, whose neighbours are all realised): a string
     outside the realisable set costs at least one bit, and more when few strings lie near the
     realisable ones (see `representational_floor`).
     """
@@ -102,9 +103,12 @@ def representational_floor(
         wrong_bits += farther
         radius += 1
     complete = needed == 2**num_bits and len(set(counts)) == 1  # every string, equally often
-    exact_strings = wrong_strings == 0 or complete
+    # A floor of 0 is exact only where every string is realisable (d >= T): below that, fewer
+    # strings than R(d) are not all realisable at once for every set of them.
+    every_string = realisable >= 2**num_bits
+    exact_strings = every_string or complete
     # One string missing (d = T - 1): its T neighbours are all realised, one bit each.
-    exact_bits = wrong_bits == 0 or (complete and realisable == 2**num_bits - 1)
+    exact_bits = every_string or (complete and realisable == 2**num_bits - 1)
     return Floor(
         bit_error=wrong_bits / (samples * num_bits),
         exact_match_error=wrong_strings / samples,

@@ -114,6 +114,10 @@ def test_targets_that_do_not_need_every_string_get_a_bound_labelled_as_one():
     # enough width: nothing is wrong, exactly
     wide = representational_floor(10, 10, [2] * 300)
     assert (wide.bit_error, wide.exact_match_error, wide.exact_match_error_kind) == (0, 0, EXACT)
+    # fewer strings than R(d) below d = T: 0 is only a bound (not every set is realisable)
+    few = representational_floor(4, 10, [1] * 256)
+    assert realisable_patterns(4, 10) == 386 and few.exact_match_error == 0
+    assert few.exact_match_error_kind == LOWER_BOUND and few.bit_error_kind == LOWER_BOUND
 
 
 @pytest.mark.parametrize(
