@@ -1,6 +1,7 @@
 """`mtfilter report SWEEP_DIR`: a sweep's runs as results.csv, the seed table's shape with
 confidence intervals, verdicts and convergence marks in results.md, and plots."""
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -174,8 +175,7 @@ def _settings(folder: Path, **given: Any) -> _Settings:
 
 
 # What a sweep config's `report:` may set: `report`'s own options, less the folder.
-REPORT_OPTIONS = ("metric", "width_key", "layout_key", "select_key", "selection_seeds",
-                  "unconverged", "width_per", "contrast_key", "include")  # fmt: skip
+REPORT_OPTIONS = tuple(name for name in inspect.signature(report).parameters if name != "folder")
 
 
 def check_report_settings(settings: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ def include(
         for row in folder_rows:
             _fill(row, [k for k in every_key if k not in folder_keys])
             joined.append(row)
-    varied = [k for k in every_key if len({_text(r[k]) for r in joined if k in r}) > 1]
+    varied = [k for k in every_key if len({repr(r[k]) for r in joined if k in r}) > 1]
     return varied, joined
 
 
@@ -58,7 +58,3 @@ def _fill(row: dict[str, Any], keys: list[str]) -> None:
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         row[key] = node
-
-
-def _text(value: Any) -> str:
-    return repr(value)

@@ -196,7 +196,7 @@ def compare(
                            for s in common}  # fmt: skip
                 if common:
                     gap = Estimate.of(list(by_seed.values()))
-            conflict = {layout: _conflict(list(seeds.values()))
+            conflict = {layout: _conflict(seeds)
                         for layout, seeds in by_layout.items() if seeds}  # fmt: skip
             comparisons.append(WidthComparison(width, value, epoch, parameters, gap, late, side,
                                                floor, by_seed, conflict))  # fmt: skip
@@ -248,14 +248,13 @@ def transition(comparisons: list[WidthComparison]) -> Transition | None:
     return Transition(first_from([within(c.gap) for c in widths if c.gap]), per_seed)
 
 
-def _conflict(rows: list[dict[str, Any]]) -> tuple[float | None, float | None, str]:
+def _conflict(seeds: dict[Any, dict[str, Any]]) -> tuple[float | None, float | None, str]:
     """Conflicting pairs and mean cosine over these seeds, at their best epochs where every
     seed recorded them there (runs from before that figure existed recorded only the last)."""
-    when = "best" if all(r.get("conflict_fraction_at_best") is not None for r in rows) else "end"
-    suffix = "_at_best" if when == "best" else "_last"
-    by_seed = {i: r for i, r in enumerate(rows)}
-    fraction = _mean_of(by_seed, f"conflict_fraction{suffix}")
-    return fraction, _mean_of(by_seed, f"conflict_mean_cosine{suffix}"), when
+    at_best = all(r.get("conflict_fraction_at_best") is not None for r in seeds.values())
+    suffix, when = ("_at_best", "best") if at_best else ("_last", "end")
+    fraction = _mean_of(seeds, f"conflict_fraction{suffix}")
+    return fraction, _mean_of(seeds, f"conflict_mean_cosine{suffix}"), when
 
 
 def _side_figures(rows: list[dict[str, Any]]) -> dict[str, Estimate]:
