@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mtfilter import ConfigError
 from mtfilter.cli import cli_main
 from mtfilter.sweep import plan
-from mtfilter.sweep._plan import expand_grid, run_name
+from mtfilter.sweep._plan import Run, distinct_names, expand_grid, run_name
 from mtfilter.sweep._state import RunLock, is_locked
 from mtfilter.sweep_cli import sweep_or_report as sweep_main
 from tests.conftest import REPO, TINY, read_scalars
@@ -85,6 +87,42 @@ def test_run_names_are_readable_and_unique():
     # two axes ending alike keep their full keys
     assert run_name({"model.seeds": 1, "data.seeds": 2}) == "model.seeds=1-data.seeds=2"
     assert "/" not in run_name({"x.path": "a/b c"})
+
+
+# Values that a readable name shortens: floats past 6 digits, class paths, characters that are
+# not filename-safe, ints and floats that print alike.
+_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-3, 3),
+    st.text("ab/ -.", max_size=3),
+    st.sampled_from(["torchjd.aggregation.Mean", "mypkg.Mean"]).map(lambda c: {"class_path": c}),
+)
+_points = st.lists(
+    st.dictionaries(st.sampled_from(["model.lr", "data.lr", "model.x"]), _values, min_size=1),
+    max_size=8,
+    unique_by=lambda point: json.dumps(point, sort_keys=True),
+)
+
+
+@given(_points)
+def test_run_folders_are_one_to_one_with_grid_points(points):
+    runs = distinct_names([Run(name=run_name(p), values=p, seeds=[]) for p in points])
+    assert len({run.name for run in runs}) == len(runs)
+    # the first point under a readable name keeps it: folders that exist are never renamed
+    firsts = {}
+    for point in points:
+        firsts.setdefault(run_name(point), point)
+    assert {run.name for run in runs} >= set(firsts)
+
+
+def test_points_that_print_alike_get_their_own_folders_and_one_fit_is_never_run_twice():
+    runs = plan(TINY, {"model.optimizer.init_args.lr": [0.0003, 0.00030000001]}, {}, "auto")
+    assert runs[0].name == "lr=0.0003" and runs[1].name.startswith("lr=0.0003-")
+    # the same fit under two names (a class path and its re-export, say) is refused
+    grid = {"model.layout": ["mt", "st"], "model.hidden_dim": [8]}
+    same = [grid, {"model.layout": ["mt"], "model.hidden_dim": [8], "data.num_bits": [4]}]
+    with pytest.raises(ConfigError, match="give the same fit configuration"):
+        plan(TINY, same, {}, "auto")
 
 
 def test_seeds_as_an_axis_are_stacked_when_small_and_split_when_large():

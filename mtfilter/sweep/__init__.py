@@ -18,7 +18,9 @@ from mtfilter.parse_errors import check_config_file
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
     Run,
+    config_digest,
     describe,
+    distinct_names,
     estimated_cost,
     plan_runs,
     preflight,
@@ -166,11 +168,12 @@ def _plan_waves(
 ) -> list[Run]:  # fmt: skip
     """The selection runs, each wave planned on its own: the runs of a wave never merge with
     another's, so extending the candidates adds runs and never changes one."""
-    return [
+    runs = [
         run
         for one in grids
         for run in plan(base, one, settings, device=device, prefix=SELECTION, **stacking)
     ]
+    return distinct_names(runs)
 
 
 def _recorded_grid(grid: Grid | list[Grid], select: Selection) -> list[Grid]:
@@ -277,7 +280,22 @@ def plan(
                 runs.append(single)
         else:
             runs.append(run)
+    runs = distinct_names(runs)
+    _refuse_shared_fits(runs)
     return runs
+
+
+def _refuse_shared_fits(runs: list[Run]) -> None:
+    """Two points that resolve to one fit (`hidden_dim: [8, 8.0]`, say) would train it twice
+    under two names: refused, naming both."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        other = seen.setdefault(config_digest(run.config), run.name)
+        if other != run.name:
+            raise ConfigError(
+                f"grid points {other} and {run.name} give the same fit configuration: "
+                "remove one of them"
+            )
 
 
 def _resolve_run(base: Path, run: Run, settings: dict[str, Any]) -> None:

@@ -116,6 +116,21 @@ def _stack(points: list[dict[str, Any]], axes: list[str], prefix: str) -> list[R
                 learning_rates=[float(r) for r in rates])]  # fmt: skip
 
 
+def distinct_names(runs: list[Run]) -> list[Run]:
+    """Give every run its own folder. A readable name is not one-to-one (`lr=0.0003` for both
+    0.0003 and 0.00030000001; `aggregator=Mean` for any class called Mean; `a/b` and `a b` are
+    both `a_b`), so a run whose name an earlier run already holds for another point gets a short
+    hash of its point: `lr=0.0003-3f2a9c1e`. The first keeps the readable name, so adding runs
+    (a grid that grew, an extension wave) never renames a folder that exists."""
+    taken: dict[str, str] = {}  # name -> the point that holds it
+    for run in runs:
+        point = _canonical([run.values, run.seeds, run.learning_rates])
+        if taken.setdefault(run.name, point) != point:
+            run.name = f"{run.name}-{hashlib.sha256(point.encode()).hexdigest()[:8]}"
+            taken[run.name] = point
+    return runs
+
+
 def should_stack(run: Run, stack: bool | str, device: str) -> bool:
     """Whether a run of several replicas trains them stacked or is split into one run each."""
     if len(run.seeds) * max(len(run.learning_rates), 1) < 2 or stack is False:
