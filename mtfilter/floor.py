@@ -126,7 +126,7 @@ def shared_output_width(
     layout: str,
     num_layers: int,
     in_dim: int,
-    hidden_dim: int,
+    hidden_dim: int | None,
     num_shared_layers: int | None = None,
     task_filter: bool = False,
 ) -> int | None:
@@ -136,7 +136,7 @@ def shared_output_width(
     shared = num_hidden if layout == "mt" else (num_shared_layers or 0) if layout == "split" else 0
     if layout == "st" or task_filter or shared < num_hidden:
         return None
-    return hidden_dim if num_hidden > 0 else in_dim
+    return hidden_dim if num_hidden > 0 and hidden_dim is not None else in_dim
 
 
 def pattern_counts(targets: Any) -> list[int]:

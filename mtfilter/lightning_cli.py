@@ -121,6 +121,12 @@ class MtfilterCLI(LightningCLI):
         if config.num_threads is not None and config.num_threads < 1:
             raise ConfigError(f"num_threads must be at least 1, got {config.num_threads}")
         _check_accelerator(config.trainer.accelerator, config.trainer.devices)
+        if config.trainer.sync_batchnorm and config.model.batch_norm_chunks > 1:
+            raise ConfigError(
+                f"model.batch_norm_chunks {config.model.batch_norm_chunks} and "
+                "trainer.sync_batchnorm cannot be combined: synchronised BatchNorm computes its "
+                "statistics over every device's whole batch, not per chunk"
+            )
         torch.set_float32_matmul_precision(config.float32_matmul_precision)
         logger = config.trainer.logger
         if self.subcommand != "fit" and _is_default_logger(logger):

@@ -116,7 +116,8 @@ class BitMLP(nn.Module):
         num_shared_layers: For `split` only: how many leading hidden layers are shared.
         num_layers: Linear layers, output layer included (at least 1).
         in_dim: Width of the input encoding.
-        hidden_dim: Width of every hidden layer (per bit in `st`).
+        hidden_dim: Width of every hidden layer (per bit in `st`); None, and only None, with
+            `num_layers` 1, which has no hidden layer.
         batch_norm: BatchNorm after each hidden linear layer, as the original.
         dropout: Dropout probability after each hidden ReLU.
         encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
@@ -146,7 +147,7 @@ class BitMLP(nn.Module):
         num_shared_layers: int | None = None,
         num_layers: int = 3,
         in_dim: int = 16,
-        hidden_dim: int = 1024,
+        hidden_dim: int | None = 1024,
         batch_norm: bool = True,
         dropout: float = 0.0,
         encoding: Encoding = "embedding",
@@ -207,6 +208,7 @@ class BitMLP(nn.Module):
         layers, groups, width = [], input_groups, in_dim
         self._fan_out_layer: int | None = None  # its output is split into per-bit groups
         for i in range(num_hidden):
+            assert hidden_dim is not None  # checked above: hidden layers need a width
             if i < num_shared_layers:
                 linear = GroupedLinear(R, width, hidden_dim)
             elif groups == R:  # first per-bit layer on shared features: fan out to all bits
@@ -338,7 +340,7 @@ def _check_arguments(
     num_shared_layers: int | None,
     num_layers: int,
     in_dim: int,
-    hidden_dim: int,
+    hidden_dim: int | None,
     dropout: float,
     encoding: str,
     num_replicas: int,
@@ -349,7 +351,7 @@ def _check_arguments(
         ("num_samples", num_samples),
         ("num_layers", num_layers),
         ("in_dim", in_dim),
-        ("hidden_dim", hidden_dim),
+        ("hidden_dim", 1 if hidden_dim is None else hidden_dim),
         ("num_replicas", num_replicas),
     ]:
         if value < 1:
@@ -361,6 +363,13 @@ def _check_arguments(
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     num_hidden = num_layers - 1
+    if num_hidden == 0 and hidden_dim is not None:
+        raise ConfigError(
+            f"model.num_layers 1 has no hidden layer, so model.hidden_dim {hidden_dim} would go "
+            "unused: set model.hidden_dim to null, or num_layers to 2 or more"
+        )
+    if num_hidden > 0 and hidden_dim is None:
+        raise ConfigError(f"model.num_layers {num_layers} needs a model.hidden_dim")
     if layout == "split":
         if num_shared_layers is None or not 0 <= num_shared_layers <= num_hidden:
             raise ConfigError(

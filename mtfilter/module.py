@@ -61,7 +61,7 @@ class BitMappingModule(L.LightningModule):
         num_shared_layers: For `split`: how many leading hidden layers are shared.
         num_layers: Linear layers, output layer included.
         in_dim: Width of the input encoding.
-        hidden_dim: Width of every hidden layer (per bit in `st`).
+        hidden_dim: Width of every hidden layer (per bit in `st`); null with `num_layers` 1.
         batch_norm: BatchNorm after each hidden linear layer.
         dropout: Dropout after each hidden ReLU.
         encoding: `embedding` (learned table) or `binary` (the index's bits).
@@ -123,7 +123,7 @@ class BitMappingModule(L.LightningModule):
         num_shared_layers: int | None = None,
         num_layers: int = 3,
         in_dim: int = 16,
-        hidden_dim: int = 1024,
+        hidden_dim: int | None = 1024,
         batch_norm: bool = True,
         dropout: float = 0.0,
         encoding: Encoding = "embedding",
@@ -158,6 +158,7 @@ class BitMappingModule(L.LightningModule):
         self.replicas = replicas.stack(seeds, learning_rates)
         replica_seeds = [replica.seed for replica in self.replicas]
         self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
+        _check_optimizer(optimizer)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         # Not a submodule: its state stays out of the checkpoints, which load without it.
         object.__setattr__(self, "aggregator", aggregator)
@@ -438,3 +439,14 @@ class BitMappingModule(L.LightningModule):
     def _log_dir(self) -> str | None:
         folder = self.trainer.log_dir  # a collective under DDP: every rank asks
         return None if folder is None else os.path.abspath(folder)
+
+
+def _check_optimizer(factory: Any) -> None:
+    """Build the optimizer once on a stand-in parameter, so that a bad argument (a negative
+    rate, say) is refused in one line at construction, before a run folder exists."""
+    if factory is None:
+        return
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.optimizer: {error}") from None

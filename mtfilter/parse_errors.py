@@ -76,6 +76,11 @@ def _detail(key: str, detail: str) -> str:
     typed = re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)", detail)
     if typed:
         return f"expected {_type_name(typed.group(1))}, got {typed.group(2).strip()!r}"
+    # `X | None` with a value of neither: X's name, and the value given
+    optional = re.search(r"Subtypes: \[<class '(\w+)'>, <class 'NoneType'>\]", detail)
+    given = re.search(r"Given value: (.*)", detail)
+    if optional and given:
+        return f"expected {_type_name(optional.group(1))} or null, got {given.group(1).strip()!r}"
     if "Does not validate against any of the Union subtypes" in detail:
         return _union_detail(key, detail)
     return detail.strip().splitlines()[0]
@@ -132,6 +137,8 @@ def check_config_file(path: str) -> str | None:
 
     YAML errors name the file, line and column, which jsonargparse's do not."""
     file = Path(path)
+    if file.is_dir():
+        return f"config file {path} is a directory: give a YAML file"
     if not file.is_file():
         return f"config file {path} does not exist"
     try:
@@ -143,7 +150,9 @@ def check_config_file(path: str) -> str | None:
         place = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         return f"config file {path}{place}: not valid YAML ({problem})"
-    if content is not None and not isinstance(content, dict):
+    if content is None:
+        return f"config file {path} is empty: give at least one setting, or leave --config out"
+    if not isinstance(content, dict):
         return f"config file {path}: expected a mapping of settings, got {type(content).__name__}"
     return None
 

@@ -29,6 +29,8 @@ def bad_files(folder: Path) -> None:
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     misspelt = {**sweep, "grid": {"model.hidden_dim": [8]}, "report": {"contrast_kye": "x"}}
     (folder / "report_typo.yaml").write_text(yaml.safe_dump(misspelt))
+    (folder / "empty.yaml").write_text("")
+    (folder / "configs").mkdir()
 
 
 FIT = ["fit", "--config", str(TINY)]
@@ -66,6 +68,28 @@ CASES = {
         ["sweep.yaml", "model.hiden_dim", "sweep's grid", "did you mean model.hidden_dim"],
     ),
     "report-not-a-sweep": (["report", "."], ["not a sweep folder"]),
+    "negative-patience": (
+        [*FIT, "--convergence.patience", "-1"],
+        ["convergence.patience", "at least 0", "-1"],
+    ),
+    "negative-rate": (
+        [*FIT, "--model.optimizer.init_args.lr", "-1"],
+        ["model.optimizer", "learning rate: -1"],
+    ),
+    "optimizer-argument-typo": (
+        [*FIT, "--model.optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lrr": 1}}'],
+        ["model.optimizer", "lrr"],
+    ),
+    "config-is-a-folder": (["fit", "--config", "configs"], ["configs is a directory"]),
+    "empty-config": (["fit", "--config", "empty.yaml"], ["empty.yaml is empty"]),
+    "hidden-width-without-hidden-layer": (
+        [*FIT, "--model.num_layers", "1"],
+        ["num_layers 1 has no hidden layer", "hidden_dim"],
+    ),
+    "chunked-batch-norm-synchronised": (
+        [*FIT, "--model.batch_norm_chunks", "2", "--trainer.sync_batchnorm", "true"],
+        ["batch_norm_chunks 2", "sync_batchnorm"],
+    ),
     "sweep-report-typo": (
         ["sweep", "--config", "report_typo.yaml"],
         ["report_typo.yaml", "'contrast_kye' is not a report option"],

@@ -128,7 +128,7 @@ def test_targets_that_do_not_need_every_string_get_a_bound_labelled_as_one():
         ("st", {}, None),
         ("split", {"num_shared_layers": 2}, 8),  # every hidden layer shared: mt
         ("split", {"num_shared_layers": 1}, None),  # per-bit heads
-        ("mt", {"num_layers": 1}, 16),  # no hidden layer: the input encoding
+        ("mt", {"num_layers": 1, "hidden_dim": None}, 16),  # no hidden layer: the input encoding
     ],
     ids=["mt", "mt-task-filter", "st", "split-all-shared", "split-per-bit", "mt-no-hidden"],
 )
@@ -140,7 +140,7 @@ def test_the_limiting_width_follows_the_layout(layout, extra, width):
 
 
 def test_fixed_binary_inputs_make_even_the_string_count_a_bound():
-    settings = {"layout": "mt", "num_bits": 10, "num_layers": 1, "in_dim": 10, "hidden_dim": 8}
+    settings = {"layout": "mt", "num_bits": 10, "num_layers": 1, "in_dim": 10, "hidden_dim": None}
     free = model_floor({**settings, "encoding": "embedding", "in_dim": 6}, [1] * 1024)
     fixed = model_floor({**settings, "encoding": "binary", "in_dim": 6}, [1] * 1024)
     assert free.exact_match_error_kind == EXACT and fixed.exact_match_error_kind == LOWER_BOUND

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from mtfilter.errors import ConfigError
 from mtfilter.publishing import recording
 
 
@@ -56,11 +57,14 @@ class ConvergenceStop(Callback):
         lr_drops: int = 0,
         lr_drop_factor: float = 0.1,
     ) -> None:
-        if patience < 0 or check_every < 1 or rel_tol < 0 or abs_tol < 0 or lr_drops < 0:
-            raise ValueError(
-                "convergence: patience and the tolerances must be >= 0 and check_every >= 1, "
-                f"got patience={patience}, rel_tol={rel_tol}, abs_tol={abs_tol}, "
-                f"check_every={check_every}"
+        for name, value, least in [("patience", patience, 0), ("rel_tol", rel_tol, 0),
+                                   ("abs_tol", abs_tol, 0), ("check_every", check_every, 1),
+                                   ("lr_drops", lr_drops, 0)]:  # fmt: skip
+            if not value >= least:  # NaN too
+                raise ConfigError(f"convergence.{name} must be at least {least}, got {value}")
+        if not 0 < lr_drop_factor < 1:
+            raise ConfigError(
+                f"convergence.lr_drop_factor must lie between 0 and 1, got {lr_drop_factor}"
             )
         self.monitor, self.patience = monitor, patience
         self.rel_tol, self.abs_tol = rel_tol, abs_tol
