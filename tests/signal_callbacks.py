@@ -43,7 +43,8 @@ class CtrlCAtEpoch(L.Callback):
 
 class CtrlCTheSweep(L.Callback):
     """At the end of epoch `at_epoch`, a Ctrl-C for the sweep; waits until the sweep has passed
-    it on to this fit, so the fit stops at the end of this epoch or the next."""
+    it on to this fit, so the fit stops at the end of this epoch (its `StopOnInterrupt` comes
+    after the callbacks of the config)."""
 
     def __init__(self, flag: str, at_epoch: int = 3) -> None:
         self.flag, self.at_epoch = flag, at_epoch

@@ -27,7 +27,7 @@ class _NoSyncWindow(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.first:
-            pl_module.publish_interval_s = float("inf")  # publishing is the one planned sync
+            pl_module.publisher.interval_s = float("inf")  # publishing is the one planned sync
             torch.cuda.set_sync_debug_mode("error")
 
     def on_train_epoch_end(self, trainer, pl_module):

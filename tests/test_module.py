@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from mtfilter import BitMappingModule, ConfigError, counter_rng, per_bit_loss
+from mtfilter import BitMappingModule, ConfigError, counter_rng, metrics, per_bit_loss
 from mtfilter.losses import evaluate
+from mtfilter.metrics import EpochFigures
+from mtfilter.steps import EpochTotals
 
 BITS = 4
 
@@ -34,6 +36,14 @@ def test_objective_sums_bits_and_logged_loss_is_their_mean():
     gradients = module().task_gradients
     loss_per_bit = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
     assert float(gradients.objective(loss_per_bit, gradients.kept_terms(0))) == pytest.approx(1.0)
+    # an epoch of two equal batches: per bit their sample-weighted mean, logged as its bit mean
+    totals = EpochTotals()
+    totals.add(loss_per_bit, batch_size=8)
+    totals.add(3 * loss_per_bit, batch_size=8)
+    inputs = EpochFigures(train_loss=totals.mean(), batch_losses=None, evaluation=None)
+    row = metrics.epoch_row(inputs, figures=[metrics.FIGURES[0]])  # train/loss, then per bit
+    assert metrics.FIGURES[0].tag == "train/loss"
+    torch.testing.assert_close(row[0], torch.tensor([0.5, 0.2, 0.4, 0.6, 0.8]))
 
 
 def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():

@@ -7,6 +7,7 @@ import inspect
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 from tensorboard.summary.writer import record_writer
@@ -56,13 +57,36 @@ def test_summary_writer_file_writer(tmp_path):
     writer.close()
 
 
-def test_torch_foreach_and_ddp_internals():
+def test_torch_foreach_internals():
     a, b = [torch.zeros(2)], [torch.ones(2)]
     torch._foreach_lerp_(a, b, [torch.full((2,), 0.5)])
     torch._foreach_copy_(b, a)
     assert b[0].tolist() == [0.5, 0.5]
-    assert "require_backward_grad_sync" in inspect.getsource(DistributedDataParallel.__init__)
     assert nn.Linear(1, 1)._forward_hooks == {} and nn.Linear(1, 1)._forward_pre_hooks == {}
+
+
+def test_ddp_skips_its_all_reduce_when_require_backward_grad_sync_is_false(tmp_path):
+    """The module sets it once for good (a permanent `no_sync`) and all-reduces by itself."""
+    store = f"file://{tmp_path / 'store'}"
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(nn.Linear(2, 1))
+        reductions = []
+
+        def count(state, bucket):  # DDP's communication hook: called for each bucket it reduces
+            reductions.append(1)
+            done = torch.futures.Future()
+            done.set_result(bucket.buffer())
+            return done
+
+        ddp.register_comm_hook(None, count)
+        ddp(torch.ones(1, 2)).sum().backward()
+        assert reductions == [1]
+        ddp.require_backward_grad_sync = False
+        ddp(torch.ones(1, 2)).sum().backward()
+        assert reductions == [1]
+    finally:
+        dist.destroy_process_group()
 
 
 def test_torchjd_gramian_weighting():

@@ -297,7 +297,8 @@ def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_p
     # largest first, one at a time: hidden 8 was running and stopped cleanly, 4 never started
     assert found["hidden_dim=8"]["status"] == "stopped"
     assert found["hidden_dim=4"]["status"] == "pending"
-    assert json.loads((folder / "hidden_dim=8" / "summary.json").read_text())["epochs"] in (3, 4)
+    # the fit's StopOnInterrupt runs after the callback that waited for the Ctrl-C to arrive
+    assert json.loads((folder / "hidden_dim=8" / "summary.json").read_text())["epochs"] == 3
     second = run_sweep(config)
     assert second.returncode == 0, second.stderr[-2000:]
     found = states(folder)
