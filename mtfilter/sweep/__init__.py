@@ -80,8 +80,9 @@ def sweep(
             extends them first), then it runs on held-out seeds, all in this one command; the
             runs go to `selection/` and `confirmation/` (see `Selection`).
         stack_seeds: With `seed_everything` as an axis, train a point's seeds together as
-            stacked replicas (one process, the same results to rounding). `auto`: always on a
-            GPU; on a CPU only for small models, where it pays (docs/benchmarks.md).
+            stacked replicas (one process, the same results to rounding). `auto`: always for
+            local runs on a GPU; on a CPU, and for `submitit` jobs (whose devices this process
+            cannot see), only for small models, where it pays on a CPU (docs/benchmarks.md).
         stack_learning_rates: The same for `model.optimizer.init_args.lr` as an axis (or a
             candidate of `select`): a point's rates train together, every seed at every rate.
         executor: `local` (this machine) or `submitit` (SLURM job arrays; see `submitit`).

@@ -14,9 +14,9 @@ from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY, Grid, grid_keys, run_n
 
 # Runs whose model has at most this many parameters outside the input tables are stacked when
 # their seeds or learning rates are an axis and stacking is "auto" on a CPU. Measured
-# (docs/benchmarks.md): eight stacked seeds give 4.5x the throughput of separate runs for mt at
-# hidden 8 but only 1.2-1.3x for st at hidden 64, where the stacked activations no longer fit in
-# cache.
+# (docs/benchmarks.md, "Stacked seeds"): eight stacked seeds give 4.6x the throughput of separate
+# runs for mt at hidden 8 but about 1-2.4x for st, and less at hidden 64, where the stacked
+# activations no longer fit in cache.
 CPU_STACKING_MAX_PARAMETERS = 20_000
 
 
