@@ -9,7 +9,7 @@ separate run with seed r exactly (data order and loss dropout included).
 import torch
 from torch import Tensor
 
-_MASK32 = 0xFFFFFFFF
+MASK32 = 0xFFFFFFFF  # uint32 arithmetic on Python ints
 
 # Stream ids: each use of randomness hashes with its own constant so the streams are independent.
 SHUFFLE_STREAM = 0x5EED0001
@@ -23,20 +23,20 @@ def mix32(x):
     x < 2**32 every product stays inside int64: no signed overflow, same result on every device.
     """
     x = x ^ (x >> 16)
-    x = (x * 0x21F0AAAD) & _MASK32
+    x = (x * 0x21F0AAAD) & MASK32
     x = x ^ (x >> 15)
-    x = (x * 0x735A2D97) & _MASK32
+    x = (x * 0x735A2D97) & MASK32
     return x ^ (x >> 15)
 
 
 def seed_keys(seeds: list[int]) -> Tensor:
     """(R,) int64 32-bit keys, one per seed (seeds may be any non-negative 64-bit integer)."""
-    return torch.tensor([mix32((s & _MASK32) ^ mix32(s >> 32 & _MASK32)) for s in seeds])
+    return torch.tensor([mix32((s & MASK32) ^ mix32(s >> 32 & MASK32)) for s in seeds])
 
 
 def counter_key(stream: int, counter: int) -> int:
     """A 32-bit key for step or epoch `counter` of `stream` (a Python int: no device work)."""
-    return mix32(mix32(stream & _MASK32) ^ (counter & _MASK32) ^ mix32(counter >> 32 & _MASK32))
+    return mix32(mix32(stream & MASK32) ^ (counter & MASK32) ^ mix32(counter >> 32 & MASK32))
 
 
 def element_keys(keys: Tensor, n: int) -> Tensor:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from mtfilter import counter_rng
 from mtfilter.errors import ConfigError
+from mtfilter.replicas import check_seeds
 
 TargetKind = Literal["permutation", "random", "numpy_permutation"]
 
@@ -204,8 +205,7 @@ class BitMappingDataModule(L.LightningDataModule):
         if targets == "numpy_permutation" and data_seed >= 2**32:
             raise ConfigError(f"data.data_seed must be below 2**32 for NumPy, got {data_seed}")
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ConfigError(f"data.seeds must be distinct non-negative integers, got {seeds}")
+        check_seeds(seeds, "data.seeds")
         # The resolved num_samples and seeds reach the model's hyperparameters (linked by the CLI);
         # recording them here too would clash with the CLI's record of the unresolved values.
         self.save_hyperparameters(ignore=["num_samples", "seeds"])

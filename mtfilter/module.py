@@ -10,11 +10,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from torchjd.aggregation import Aggregator
 from torchjd.scalarization import Scalarizer
 from typing_extensions import override
@@ -150,8 +148,7 @@ class BitMappingModule(L.LightningModule):
         replicas.check_learning_rates(learning_rates)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+        replicas.check_seeds(seeds, "seeds")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "aggregator", "scalarizer"])
         self.hparams.num_samples, self.hparams.seeds = num_samples, seeds
         # One replica per (seed, learning rate); the data module serves one sample order per seed.
@@ -353,10 +350,6 @@ class BitMappingModule(L.LightningModule):
         """Pull recorded epochs to the host, write them to the loggers and stop on NaN/inf (see
         `EpochPublisher.publish`); callbacks call it before they read the log."""
         self.publisher.publish(self.loggers, self.trainer.is_global_zero, check_finite)
-
-    def tensorboard_writers(self, logger: TensorBoardLogger) -> list[SummaryWriter]:
-        """One TensorBoard writer per replica (see `EpochPublisher.writers`)."""
-        return self.publisher.writers(logger)
 
     def run_description(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
         """What the run is, for its summary: sizes, multitask method (its conflict figures at

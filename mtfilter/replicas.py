@@ -36,6 +36,12 @@ def stack(seeds: list[int], learning_rates: list[float] | None) -> list[Replica]
     return [Replica(seed, float(rate)) for rate in learning_rates for seed in seeds]
 
 
+def check_seeds(seeds: list[int], key: str) -> None:
+    """Replicas need distinct seeds (each its own weights and sample order), none negative."""
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"{key} must be distinct non-negative integers, got {seeds}")
+
+
 def check_learning_rates(learning_rates: list[float] | None) -> None:
     if learning_rates is None:
         return

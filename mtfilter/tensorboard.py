@@ -16,13 +16,13 @@ from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-_MASK32 = 0xFFFFFFFF
+from mtfilter.counter_rng import MASK32
 
 
 def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC32-C, the same value as TensorBoard's pure-Python version."""
     crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & _MASK32
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & MASK32
 
 
 def use_fast_record_checksum() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from mtfilter.folders import SEED_KEY
 from mtfilter.report._metric import METRICS
-from mtfilter.report._stats import Estimate, _hashable, converged, section_keys, sort_key
+from mtfilter.report._stats import Estimate, converged, hashable, section_keys, sort_key
 
 
 @dataclass
@@ -35,13 +35,13 @@ def contrast(
     table: dict[tuple, dict[Any, dict[Any, float]]] = defaultdict(lambda: defaultdict(dict))
     order: dict[Any, None] = {}
     for row in rows:
-        if row.get("status") != "completed" or compared.best(row) is None:
+        if not compared.measured(row):
             continue
         if unconverged == "exclude" and not converged(row, metric):
             continue
-        point = (tuple(_hashable(row.get(k)) for k in others), row.get(width_key),
+        point = (tuple(hashable(row.get(k)) for k in others), row.get(width_key),
                  row.get(layout_key))  # fmt: skip
-        value = _hashable(row.get(key))
+        value = hashable(row.get(key))
         order[value] = None
         table[point][value][row.get(SEED_KEY)] = float(compared.best(row))
     result = []

@@ -48,7 +48,7 @@ def compare_methods(
     # (within's value, width) -> method -> seed -> row
     table: dict[Any, dict[str, dict[Any, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        if row.get("status") != "completed" or METRICS[metric].best(row) is None:
+        if not METRICS[metric].measured(row):
             continue
         if unconverged == "exclude" and not converged(row, metric):
             continue

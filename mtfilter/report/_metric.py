@@ -20,6 +20,10 @@ class Metric:
     def best(self, row: dict[str, Any]) -> Any:
         return row.get(f"{self.column}_best")
 
+    def measured(self, row: dict[str, Any]) -> bool:
+        """Whether a results row is a completed run with this figure: the rows compared."""
+        return row.get("status") == "completed" and self.best(row) is not None
+
     def best_epoch(self, row: dict[str, Any]) -> Any:
         return row.get(f"{self.column}_best_epoch")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mtfilter.folders import SEED_KEY, short_value
 from mtfilter.report._metric import METRICS, SIDE_FIGURES
-from mtfilter.report._stats import FloorCells, _hashable, converged, section_keys, sort_key
+from mtfilter.report._stats import FloorCells, converged, hashable, section_keys, sort_key
 
 DIVERGED = "diverged"
 
@@ -55,7 +55,7 @@ def select(
     others = section_keys(keys, width_key, layout_key, *chosen_keys)
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        section = tuple(_hashable(row.get(k)) for k in others)
+        section = tuple(hashable(row.get(k)) for k in others)
         points[(section, row.get(width_key), row.get(layout_key))].append(row)
     kept, choices = [], []
     for (section, width, layout), point_rows in points.items():
@@ -116,7 +116,7 @@ def _counts(row: dict[str, Any], metric: str) -> bool:
     """A row that says something about its candidate: completed with a figure, or diverged."""
     if row.get("status") == DIVERGED:
         return True
-    return row.get("status") == "completed" and METRICS[metric].best(row) is not None
+    return METRICS[metric].measured(row)
 
 
 def _mean(rows: list[dict[str, Any]], figure: Any) -> float:
@@ -128,7 +128,7 @@ def _mean(rows: list[dict[str, Any]], figure: Any) -> float:
 
 
 def _candidate(row: dict[str, Any], keys: list[str]) -> tuple:
-    return tuple(_hashable(row.get(k)) for k in keys)
+    return tuple(hashable(row.get(k)) for k in keys)
 
 
 def _text(row: dict[str, Any], keys: list[str]) -> str:
@@ -137,7 +137,7 @@ def _text(row: dict[str, Any], keys: list[str]) -> str:
 
 def _tried(by_value: dict[tuple, Any], index: int, rows: list[dict[str, Any]], key: str) -> list:
     """The distinct values of `key` (position `index` of a candidate) tried, in order."""
-    raw = {_hashable(r.get(key)): r.get(key) for r in rows}
+    raw = {hashable(r.get(key)): r.get(key) for r in rows}
     return sorted((raw[value] for value in {v[index] for v in by_value}), key=sort_key)
 
 
@@ -160,7 +160,7 @@ def _edges(
             side, neighbour = "high", numbers[-2]
         else:
             continue
-        inward = (*best[:index], _hashable(neighbour), *best[index + 1 :])
+        inward = (*best[:index], hashable(neighbour), *best[index + 1 :])
         if inward in figure and figure[inward] <= figure[best]:
             continue  # a tie with the value inside
         edges[key] = side
@@ -169,7 +169,7 @@ def _edges(
 
 def _value_of(candidate: Any, numbers: list[Any]) -> Any:
     """The number a candidate's (hashable) value stands for, or None."""
-    return next((n for n in numbers if _hashable(n) == candidate), None)
+    return next((n for n in numbers if hashable(n) == candidate), None)
 
 
 def _is_number(value: Any) -> bool:

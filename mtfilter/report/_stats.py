@@ -160,9 +160,9 @@ def compare(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     for row in rows:
-        if row.get("status") != "completed" or compared.best(row) is None:
+        if not compared.measured(row):
             continue
-        section = tuple(_hashable(row.get(k)) for k in others)
+        section = tuple(hashable(row.get(k)) for k in others)
         layout = row.get(layout_key)
         table[section][row.get(width_key)][layout][row.get(seed_key)] = row
     result: dict[tuple, list[WidthComparison]] = {}
@@ -297,7 +297,7 @@ def verdict(gap: Estimate) -> str:
     return f"no clear difference: mt - st = {gap.mean:+.4f} ({interval})"
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
     """Sections are keyed by the other axes' values; a mapping or list (an optimizer, say)
     becomes its compact JSON text."""
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value

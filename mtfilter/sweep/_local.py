@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mtfilter.sweep._execute import execute
-from mtfilter.sweep._state import RunState
+from mtfilter.sweep._state import RunState, largest_first
 
 
 def default_workers(runs_per_gpu: int) -> int:
@@ -72,7 +72,7 @@ def run_locally(
                 if process.poll() is None:
                     process.send_signal(signal.SIGINT)
 
-    order = sorted(folders, key=lambda f: RunState.load(f).cost, reverse=True)
+    order = largest_first(folders)
     interrupted = False
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C must reach us even when started from a shell that ignores it in background jobs

@@ -141,6 +141,12 @@ def reconcile(folder: Path) -> RunState:
     return state
 
 
+def largest_first(folders: list[Path]) -> list[Path]:
+    """Run folders by their estimated work, largest first: the long runs start early, so the
+    last to finish is a short one."""
+    return sorted(folders, key=lambda f: RunState.load(f).cost, reverse=True)
+
+
 def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[Path]:
     """Create or check the sweep folder; returns the run folders not finished yet.
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from mtfilter.errors import ConfigError
 from mtfilter.sweep._execute import execute_job
-from mtfilter.sweep._state import RunState
+from mtfilter.sweep._state import RunState, largest_first
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run_with_submitit(
     if options.mem_gb is not None:
         parameters["mem_gb"] = options.mem_gb
     executor.update_parameters(**parameters)
-    order = sorted(folders, key=lambda f: RunState.load(f).cost, reverse=True)
+    order = largest_first(folders)
     jobs = executor.map_array(
         execute_job, [str(folder) for folder in order], [options.cpus_per_task] * len(order)
     )
