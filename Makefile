@@ -11,7 +11,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install fit test lint format bench bench-smoke clean
+.PHONY: help install fit test test-fast lint format bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ fit: $(STAMP)  ## train one run: make fit CONFIG=configs/st.yaml ARGS="--trainer
 
 test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## the suite without the tests marked slow (over ~10 s each): the inner loop
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP)  ## timings side by side with plain PyTorch (~15 min on 2 CPU cores); ARGS="--device cuda"
 	$(BIN)/python -m benchmarks.run $(ARGS)

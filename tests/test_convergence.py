@@ -113,6 +113,7 @@ def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
         torch.testing.assert_close(nets[0](indices)[0], nets[2](indices)[0])
 
 
+@pytest.mark.slow
 def test_a_stacked_replica_that_converges_first_stops_there_as_its_separate_run(run_dir):
     folder = log_dir(tiny_fit(*CHECK, "--data.seeds", "[0, 1, 2]"))
     ends = []

@@ -146,6 +146,7 @@ def test_every_run_is_resolved_and_checked_before_anything_starts():
         plan(TINY.parent / "nope.yaml", {"model.hidden_dim": [8]}, {}, "auto")
 
 
+@pytest.mark.slow
 def test_sweep_runs_reports_and_leaves_rerunnable_configs(run_dir):
     tmp_path = run_dir
     config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8], "model.layout": ["st", "mt"],
@@ -174,6 +175,7 @@ def test_sweep_runs_reports_and_leaves_rerunnable_configs(run_dir):
     assert run.model.hparams.hidden_dim == 4 and run.model.hparams.seeds == [0, 1]
 
 
+@pytest.mark.slow
 def test_running_again_finishes_only_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = write_sweep(tmp_path, {"model.hidden_dim": [4, 8], "model.layout": ["mt"]})
@@ -190,6 +192,7 @@ def test_running_again_finishes_only_what_is_missing(tmp_path, monkeypatch):
     assert again["wall_time_s"] > 0  # the training time the checkpoint recorded
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exploding = {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e30}}
@@ -243,6 +246,7 @@ def test_dry_run_lists_runs_and_commands_and_writes_nothing(tmp_path, monkeypatc
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_submitit_local_mode_runs_the_sweep(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.chdir(tmp_path)
@@ -326,6 +330,7 @@ def test_a_ctrl_c_that_lands_after_a_fit_finished_leaves_it_completed(tmp_path):
     assert "(2 completed)" in (folder / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_state_that_contradicts_the_fits_summary_is_mended(tmp_path, monkeypatch):
     """The state an interrupted sweep used to leave: the fit completed, run.json says stopped
     with the fit's console output as its error."""
