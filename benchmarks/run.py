@@ -27,8 +27,8 @@ from torchjd.aggregation import UPGrad
 
 from benchmarks.reference import SeparateTowers, train_reference
 from mtfilter import BitMLP, make_targets, per_bit_loss
-from mtfilter.lightning_cli import MtfilterCLI
-from mtfilter.multitask import aggregate
+from mtfilter.cli.fit import MtfilterCLI
+from mtfilter.train.multitask import aggregate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mt.yaml")
 
@@ -124,8 +124,8 @@ def telemetry(device: str, repeats: int, epochs: dict[int, int]) -> list[Row]:
 
 def thread_choice(repeats: int, settings: list[tuple[str, int]], epochs: int) -> list[Row]:
     """One CPU thread vs every core for whole fits, and which of the two `num_threads`'s
-    automatic choice takes (mtfilter/threads.py)."""
-    from mtfilter import threads
+    automatic choice takes (mtfilter/train/threads.py)."""
+    from mtfilter.train import threads
 
     rows = []
     for layout, hidden in settings:

@@ -8,44 +8,47 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mtfilter.callbacks import (
-        BestEpochCheckpoint,
-        ConvergenceStop,
-        EpochProgressBar,
-        RunSummary,
-        StopOnInterrupt,
-    )
-    from mtfilter.data import BitMappingDataModule, fingerprint, make_targets
     from mtfilter.errors import (
         CheckpointMismatchError,
         ConfigError,
         MtfilterError,
         NonFiniteLossError,
     )
-    from mtfilter.layers import GroupedEmbedding, GroupedLinear
-    from mtfilter.losses import per_bit_loss
-    from mtfilter.model import BitMLP
-    from mtfilter.module import BitMappingModule
+    from mtfilter.nn.layers import GroupedEmbedding, GroupedLinear
+    from mtfilter.nn.losses import per_bit_loss
+    from mtfilter.nn.model import BitMLP
+    from mtfilter.nn.targets import fingerprint, make_targets
+    from mtfilter.train.callbacks import (
+        BestEpochCheckpoint,
+        ConvergenceStop,
+        EpochProgressBar,
+        RunSummary,
+        StopOnInterrupt,
+        fit_callbacks,
+    )
+    from mtfilter.train.data import BitMappingDataModule
+    from mtfilter.train.module import BitMappingModule
 
 # public name -> the module that defines it
 _SOURCES = {
-    "BestEpochCheckpoint": "mtfilter.callbacks",
-    "ConvergenceStop": "mtfilter.callbacks",
-    "EpochProgressBar": "mtfilter.callbacks",
-    "RunSummary": "mtfilter.callbacks",
-    "StopOnInterrupt": "mtfilter.callbacks",
-    "BitMappingDataModule": "mtfilter.data",
-    "fingerprint": "mtfilter.data",
-    "make_targets": "mtfilter.data",
+    "BestEpochCheckpoint": "mtfilter.train.callbacks",
+    "ConvergenceStop": "mtfilter.train.callbacks",
+    "EpochProgressBar": "mtfilter.train.callbacks",
+    "RunSummary": "mtfilter.train.callbacks",
+    "StopOnInterrupt": "mtfilter.train.callbacks",
+    "fit_callbacks": "mtfilter.train.callbacks",
+    "BitMappingDataModule": "mtfilter.train.data",
+    "fingerprint": "mtfilter.nn.targets",
+    "make_targets": "mtfilter.nn.targets",
     "CheckpointMismatchError": "mtfilter.errors",
     "ConfigError": "mtfilter.errors",
     "MtfilterError": "mtfilter.errors",
     "NonFiniteLossError": "mtfilter.errors",
-    "GroupedEmbedding": "mtfilter.layers",
-    "GroupedLinear": "mtfilter.layers",
-    "BitMLP": "mtfilter.model",
-    "BitMappingModule": "mtfilter.module",
-    "per_bit_loss": "mtfilter.losses",
+    "GroupedEmbedding": "mtfilter.nn.layers",
+    "GroupedLinear": "mtfilter.nn.layers",
+    "BitMLP": "mtfilter.nn.model",
+    "BitMappingModule": "mtfilter.train.module",
+    "per_bit_loss": "mtfilter.nn.losses",
 }
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "RunSummary",
     "StopOnInterrupt",
     "fingerprint",
+    "fit_callbacks",
     "make_targets",
     "per_bit_loss",
 ]

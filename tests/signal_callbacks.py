@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 
-from mtfilter.callbacks import StopOnInterrupt
+from mtfilter.train.callbacks import StopOnInterrupt
 
 PATIENCE_S = 120  # how long a fit waits for what the test does next
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mtfilter.callbacks import ConvergenceStop
-from mtfilter.callbacks._convergence import converged
+from mtfilter.train.callbacks import ConvergenceStop
+from mtfilter.train.callbacks._convergence import converged
 from tests.conftest import log_dir, read_summary, tiny_fit
 
 CHECK = ["--convergence.patience", "50", "--convergence.check_every", "10",
@@ -82,7 +82,7 @@ def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
     with that rate (to rounding: the step is scaled after it is taken)."""
     import torch
 
-    from mtfilter.lightning_cli import MtfilterCLI
+    from mtfilter.cli.fit import MtfilterCLI
     from tests.conftest import TINY
 
     def trained(args: list[str], scale_replica: int | None):

@@ -1,6 +1,6 @@
 import torch
 
-from mtfilter import counter_rng
+from mtfilter.nn import counter_rng
 
 
 def test_mix32_matches_on_ints_and_tensors_and_is_a_bijection():

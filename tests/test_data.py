@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mtfilter import BitMappingDataModule, ConfigError, fingerprint, make_targets
-from mtfilter.data import EpochBatches, EpochShuffle, FullBatch
+from mtfilter.train.data import EpochBatches, EpochShuffle, FullBatch
 
 
 def test_targets_are_a_pure_function_of_their_arguments():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtfilter.epoch_log import EpochLog
+from mtfilter.record.epoch_log import EpochLog
 
 
 def test_best_and_epoch_are_exact_over_every_epoch_across_pulls():

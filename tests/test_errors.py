@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from mtfilter.cli import main
+from mtfilter.cli.main import main
 from tests.conftest import CONFIGS, TINY
 
 MAX_LINES = 3  # the error, and where to read more

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mtfilter import BitMappingModule
-from mtfilter.callbacks import _checkpoint
-from mtfilter.cli import main
+from mtfilter.cli.main import main
+from mtfilter.train.callbacks import _checkpoint
 from tests.conftest import TINY, cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 
@@ -317,7 +317,7 @@ def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeyp
 
 def test_best_weights_tracked_on_host_and_on_device_agree(run_dir, monkeypatch):
     """The CPU path (decide in Python) and the GPU path (torch.where) keep the same weights."""
-    from mtfilter.callbacks import BestEpochCheckpoint
+    from mtfilter.train.callbacks import BestEpochCheckpoint
 
     # a high learning rate: the replicas' losses wobble and peak at different epochs
     args = (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from mtfilter.floor import (
+from mtfilter.nn.floor import (
     EXACT,
     LOWER_BOUND,
     model_floor,

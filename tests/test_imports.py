@@ -57,8 +57,20 @@ def test_no_module_of_the_package_imports_itself_back():
 
 def test_the_report_and_the_help_load_neither_torch_nor_lightning():
     code = (
-        "import sys, mtfilter.report, mtfilter.cli, mtfilter.summaries; "
+        "import sys, mtfilter.report, mtfilter.cli.main, mtfilter.record.summaries; "
         "print(sorted({'torch', 'lightning'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_the_model_in_plain_pytorch_loads_no_lightning():
+    """`mtfilter.nn` is plain PyTorch: research code can use the model without Lightning."""
+    modules = sorted(p.stem for p in (PACKAGE / "nn").glob("*.py") if p.stem != "__init__")
+    code = (
+        f"import sys; import {', '.join(f'mtfilter.nn.{m}' for m in modules)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', "
+        "'pytorch_lightning', 'torchmetrics')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert len(modules) >= 7 and result.stdout.strip() == "[]", result.stderr

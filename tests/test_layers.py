@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from mtfilter import BitMLP, GroupedLinear
-from mtfilter.layers import GroupedEmbedding
+from mtfilter.nn.layers import GroupedEmbedding
 
 
 def test_grouped_linear_is_one_nn_linear_per_group():

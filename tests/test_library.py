@@ -1,5 +1,6 @@
-"""mtfilter used from someone else's code: the README's plain-PyTorch example, verbatim."""
+"""mtfilter used from someone else's code: the README's examples, verbatim."""
 
+import json
 import re
 
 from tests.conftest import REPO
@@ -12,3 +13,18 @@ def test_readme_plain_pytorch_example_runs_and_learns():
     namespace: dict = {}
     exec(example.group(1), namespace)
     assert namespace["losses"][-1] < namespace["losses"][0]
+
+
+def test_readme_plain_trainer_script_writes_what_a_fit_writes(run_dir):
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"```python\n(# Lightning: a plain Trainer.*?)```", readme, re.DOTALL)
+    assert example, "README lost its plain-Trainer example"
+    script = example.group(1).replace("max_epochs=300", "max_epochs=20")
+    assert script != example.group(1)
+    namespace: dict = {}
+    exec(script, namespace)
+    assert len(namespace["bit_error"]) == 2 and all(1 <= e <= 20 for e in namespace["epoch"])
+    for seed in (0, 1):
+        summary = json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["epochs"] == 20
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()

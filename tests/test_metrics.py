@@ -5,8 +5,8 @@ import csv
 import pytest
 import torch
 
-from mtfilter import metrics
-from mtfilter.metrics import Figure
+from mtfilter.record import metrics
+from mtfilter.record.metrics import Figure
 from mtfilter.report import report
 from tests.conftest import cli, log_dir, read_scalars, read_summary, tiny_fit
 

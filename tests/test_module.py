@@ -1,10 +1,12 @@
 import pytest
 import torch
 
-from mtfilter import BitMappingModule, ConfigError, counter_rng, metrics, per_bit_loss
-from mtfilter.losses import evaluate
-from mtfilter.metrics import EpochFigures
-from mtfilter.steps import EpochTotals
+from mtfilter import BitMappingModule, ConfigError, per_bit_loss
+from mtfilter.nn import counter_rng
+from mtfilter.record import metrics
+from mtfilter.record.evaluation import evaluate
+from mtfilter.record.metrics import EpochFigures
+from mtfilter.train.epoch_totals import EpochTotals
 
 BITS = 4
 

@@ -10,7 +10,7 @@ import torchjd.scalarization
 from torchjd.aggregation import MGDA, Mean, UPGrad
 
 from mtfilter import BitMappingModule, BitMLP, ConfigError, make_targets, per_bit_loss
-from mtfilter.multitask import (
+from mtfilter.train.multitask import (
     aggregate,
     conflict_figures,
     per_replica_jacobian,
@@ -252,7 +252,7 @@ def test_stacked_replicas_get_their_own_learned_task_weights(run_dir):
 
 
 def test_re_evaluating_a_batch_for_famo_leaves_batch_norm_statistics_alone():
-    from mtfilter.multitask import frozen_batch_norm_statistics
+    from mtfilter.train.multitask import frozen_batch_norm_statistics
 
     net, _ = _model_and_losses("mt", replicas=1)
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mtfilter import BitMappingDataModule, BitMLP, make_targets, per_bit_loss
-from mtfilter.layers import ChunkedBatchNorm1d
+from mtfilter.nn.layers import ChunkedBatchNorm1d
 from tests.conftest import cli, log_dir, read_scalars, read_summary, state_dict_of
 
 SGD = ["--model.optimizer.class_path", "torch.optim.SGD", "--model.optimizer.init_args.lr",
@@ -173,7 +173,7 @@ def test_numpy_permutation_targets_are_numpys_legacy_permutation():
 @pytest.mark.parametrize("layout", ["mt", "st"])
 def test_the_original_configs_train_their_whole_budget(layout):
     """The original ran 10,000 epochs whatever happened: convergence is recorded, not obeyed."""
-    from mtfilter.lightning_cli import PreflightCLI
+    from mtfilter.cli.fit import PreflightCLI
     from tests.conftest import CONFIGS
 
     config = PreflightCLI(["--config", str(CONFIGS / f"original/{layout}.yaml")]).config

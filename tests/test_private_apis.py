@@ -46,7 +46,7 @@ def test_jsonargparse_parser_internals():
 
 def test_tensorboard_record_checksum_is_a_module_function():
     assert callable(record_writer.masked_crc32c)
-    from mtfilter.tensorboard import masked_crc32c
+    from mtfilter.record.tensorboard import masked_crc32c
 
     assert masked_crc32c(b"mtfilter") == record_writer.masked_crc32c(b"mtfilter")
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from mtfilter import ConfigError
+from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.report._select import Choice
 from mtfilter.sweep import plan
 from mtfilter.sweep._protocol import Protocol, Selection
-from mtfilter.sweep_cli import sweep_or_report as sweep_main
 from tests.conftest import TINY
 
 LR = "model.optimizer.init_args.lr"

@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtfilter import ConfigError
-from mtfilter.cli import cli_main
+from mtfilter.cli.main import cli_main
+from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.sweep import plan
 from mtfilter.sweep._plan import Run, distinct_names, expand_grid, run_name
 from mtfilter.sweep._state import RunLock, is_locked
-from mtfilter.sweep_cli import sweep_or_report as sweep_main
 from tests.conftest import REPO, TINY, read_scalars
 
 

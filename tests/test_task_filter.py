@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtfilter import BitMLP
-from mtfilter.checkpoints import check_checkpoint_compatible
+from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
 from tests.conftest import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 BITS, SAMPLES, IN_DIM, HIDDEN = 3, 16, 4, 8

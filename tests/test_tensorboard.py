@@ -4,7 +4,7 @@ import numpy as np
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_crc
 from torch.utils.tensorboard import SummaryWriter
 
-from mtfilter import tensorboard
+from mtfilter.record import tensorboard
 from tests.conftest import read_scalars
 
 

@@ -5,8 +5,9 @@ import logging
 import pytest
 import torch
 
-from mtfilter import BitMLP, threads
-from mtfilter.lightning_cli import MtfilterCLI
+from mtfilter import BitMLP
+from mtfilter.cli.fit import MtfilterCLI
+from mtfilter.train import threads
 from tests.conftest import CONFIGS, cli
 
 

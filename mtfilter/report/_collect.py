@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtfilter import metrics, summaries
 from mtfilter.errors import ConfigError
 from mtfilter.folders import (
     LEARNING_RATE_KEY,
@@ -16,7 +15,8 @@ from mtfilter.folders import (
     grid_keys,
     read_json,
 )
-from mtfilter.summaries import Summary
+from mtfilter.record import metrics, summaries
+from mtfilter.record.summaries import Summary
 
 # Conflict telemetry columns: the run's mean over its measurements (empty where not measured),
 # and its last measurement (`_last`: at the converged weights, for a run that stopped there).
@@ -45,7 +45,7 @@ def figure_columns() -> list[str]:
     return columns
 
 
-# The representational floor (see mtfilter.floor), per run.
+# The representational floor (see mtfilter.nn.floor), per run.
 FLOOR_COLUMNS = {
     "floor_bit_error": "bit_error",
     "floor_bit_error_kind": "bit_error_kind",

@@ -12,9 +12,9 @@ import torch
 from jsonargparse import Namespace
 from jsonargparse.typing import Path_fr
 
+from mtfilter.cli.parse_errors import check_config_file
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid
-from mtfilter.parse_errors import check_config_file
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
     Run,

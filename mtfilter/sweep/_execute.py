@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtfilter.folders import FIT_CONFIG, LOG_FILE, SUMMARY_FILE
-from mtfilter.summaries import read_status
+from mtfilter.record.summaries import read_status
 from mtfilter.sweep._state import FINISHED, RunLock, RunState, reconcile
 
 # Seconds between checks of a run folder locked by another process.

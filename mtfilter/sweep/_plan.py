@@ -182,7 +182,7 @@ def preflight(
     replica's parameter counts outside the input tables and in them. A bad key or value fails
     here, named with whether it came from the sweep's `grid` (keys in `grid`), its `settings` or
     the base config."""
-    from mtfilter.lightning_cli import PreflightCLI  # imports this package: import when used
+    from mtfilter.cli.fit import PreflightCLI  # imports this package: import when used
 
     def origin(key: str) -> str:
         if key in grid:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mtfilter import summaries
 from mtfilter.errors import ConfigError
 from mtfilter.folders import (
     FIT_CONFIG,
@@ -24,6 +23,7 @@ from mtfilter.folders import (
     read_json,
     write_json,
 )
+from mtfilter.record import summaries
 from mtfilter.sweep._plan import Run, config_digest
 
 FINISHED = "completed"

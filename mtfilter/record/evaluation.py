@@ -1,30 +1,11 @@
-"""Per-bit losses and the evaluation pass's figures."""
-
-from typing import Literal
+"""The evaluation pass: loss, bit accuracy and exact match of the whole dataset, the inputs of the
+evaluation figures (`metrics.FIGURES`)."""
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtfilter.metrics import Evaluation
-
-LossName = Literal["l1", "bce", "mse"]
-Reduction = Literal["sum", "mean"]
-
-
-def per_bit_loss(logits: Tensor, targets: Tensor, loss: LossName) -> Tensor:
-    """Batch-mean loss of each bit: logits and targets (..., B, T) -> (..., T).
-
-    `l1` and `mse` compare sigmoid outputs with the bits (`l1` is the original's); `bce` is binary
-    cross-entropy on the logits.
-    """
-    if loss == "bce":
-        per_sample = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    elif loss == "l1":
-        per_sample = (torch.sigmoid(logits) - targets).abs()
-    else:
-        per_sample = (torch.sigmoid(logits) - targets).square()
-    return per_sample.mean(dim=-2)
+from mtfilter.nn.losses import LossName, per_bit_loss
+from mtfilter.record.metrics import Evaluation
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from tqdm import tqdm
 from typing_extensions import override
 
-from mtfilter.publishing import recording
+from mtfilter.record.publishing import recording
 
 
 class EpochProgressBar(ProgressBar):

@@ -15,8 +15,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from mtfilter import parse_errors, threads
-from mtfilter.callbacks import (
+from mtfilter.cli import parse_errors
+from mtfilter.errors import CheckpointMismatchError, ConfigError
+from mtfilter.folders import SUMMARY_FILE, read_json
+from mtfilter.train import threads
+from mtfilter.train.callbacks import (
     BestEpochCheckpoint,
     ConvergenceStop,
     EpochProgressBar,
@@ -24,11 +27,9 @@ from mtfilter.callbacks import (
     RunSummary,
     StopOnInterrupt,
 )
-from mtfilter.checkpoints import check_checkpoint_compatible
-from mtfilter.data import BitMappingDataModule
-from mtfilter.errors import CheckpointMismatchError, ConfigError
-from mtfilter.folders import SUMMARY_FILE, read_json
-from mtfilter.module import DEFAULT_OPTIMIZER, BitMappingModule
+from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
+from mtfilter.train.data import BitMappingDataModule
+from mtfilter.train.module import DEFAULT_OPTIMIZER, BitMappingModule
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10000,  # the original experiment's
@@ -320,7 +321,7 @@ def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> st
 
 
 def _describe_floor(floor: dict[str, Any]) -> str:
-    from mtfilter.floor import Floor
+    from mtfilter.nn.floor import Floor
 
     return Floor(**floor).describe()
 

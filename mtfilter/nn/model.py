@@ -7,8 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from mtfilter.errors import ConfigError
-from mtfilter.layers import ChunkedBatchNorm1d, GroupedEmbedding, GroupedLinear
-from mtfilter.replicas import Replica
+from mtfilter.nn.layers import ChunkedBatchNorm1d, GroupedEmbedding, GroupedLinear
 
 Layout = Literal["mt", "st", "split"]
 Encoding = Literal["embedding", "binary"]
@@ -313,24 +312,6 @@ class BitMLP(nn.Module):
             "task_specific": own // self.num_bits,
             "filter": filters // self.num_replicas,
         }
-
-
-def describe_model(
-    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
-) -> str:
-    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
-    seeds = list(dict.fromkeys(r.seed for r in replicas))
-    rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
-    stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
-    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    if rates:
-        which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
-    return (
-        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
-        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
-        f"{counts['task_specific']:,} task-specific"
-        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
-    )
 
 
 def _check_arguments(

@@ -13,7 +13,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from mtfilter.errors import NonFiniteLossError
-from mtfilter.publishing import RecordsEpochs, recording
+from mtfilter.record.publishing import RecordsEpochs, recording
 
 
 class BestEpochCheckpoint(ModelCheckpoint):
@@ -256,7 +256,9 @@ class BestEpochCheckpoint(ModelCheckpoint):
 def _ended(trainer: L.Trainer, epoch: int, replicas: int) -> list[bool] | None:
     """Per replica, whether it ended before `epoch` (converged with a stop, see
     `ConvergenceStop.end_epochs`); None while none has."""
-    from mtfilter.callbacks._convergence import ConvergenceStop  # a sibling: no cycle at import
+    from mtfilter.train.callbacks._convergence import (
+        ConvergenceStop,  # a sibling: no cycle at import
+    )
 
     stop = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
     if stop is None or len(stop.end_epochs) != replicas:

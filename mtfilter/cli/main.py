@@ -9,11 +9,12 @@ Heavy imports (torch, Lightning) happen inside the commands that need them, so `
 --help` and `mtfilter report` start in a fraction of a second.
 """
 
+import os
 import sys
 import warnings
 from typing import Any
 
-from mtfilter import parse_errors
+from mtfilter.cli import parse_errors
 from mtfilter.errors import ConfigError, MtfilterError, RunAborted
 
 LIGHTNING_COMMANDS = {
@@ -63,6 +64,9 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mtfilter: interrupted", file=sys.stderr)
         status = 130
+    except BrokenPipeError:  # `mtfilter --help | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
     except MtfilterError as error:
         print(f"mtfilter: error: {error}", file=sys.stderr)
         if isinstance(error, ValueError):  # bad input: say where the options are
@@ -87,7 +91,7 @@ def run(args: list[str]) -> int:
         if problem:
             raise ConfigError(problem)
     if command in SWEEP_COMMANDS:
-        from mtfilter.sweep_cli import sweep_or_report
+        from mtfilter.cli.sweep_report import sweep_or_report
 
         return sweep_or_report(args)
     return cli_main(args).exit_status
@@ -96,7 +100,7 @@ def run(args: list[str]) -> int:
 def cli_main(args: list[str] | None = None) -> Any:
     """Run a Lightning command (`fit`, `validate`, ...) in-process (tests, notebooks) and return
     the `MtfilterCLI`; errors propagate as exceptions."""
-    from mtfilter.lightning_cli import MtfilterCLI
+    from mtfilter.cli.fit import MtfilterCLI
 
     with warnings.catch_warnings():
         # LightningCLI warns when given `args` while sys.argv holds arguments too: the console
@@ -115,7 +119,3 @@ def _close_process_group() -> None:
 
 def _all_commands() -> dict[str, str]:
     return {**LIGHTNING_COMMANDS, **SWEEP_COMMANDS}
-
-
-if __name__ == "__main__":
-    main()

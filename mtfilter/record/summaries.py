@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtfilter import metrics
 from mtfilter.folders import SUMMARY_FILE, read_json, write_json
-from mtfilter.metrics import Figure
+from mtfilter.record import metrics
+from mtfilter.record.metrics import Figure
 
 
 @dataclass

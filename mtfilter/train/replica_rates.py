@@ -1,49 +1,9 @@
-"""An epoch's optimizer steps beyond `optimizer.step()`: the running totals of the epoch,
-gradients averaged over DDP processes, and each stacked replica's learning-rate factor."""
+"""Each stacked replica stepped at its own learning rate: one copy and one lerp per step."""
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-
-class EpochTotals:
-    """Running sums of the current training epoch (a plain object: attribute writes on an
-    nn.Module cost a few microseconds each, and these happen every step)."""
-
-    def __init__(self) -> None:
-        self.loss_sum: Tensor | None = None  # (R, T) summed over the epoch's samples
-        self.samples = 0
-        self.batch_losses: list[Tensor] = []  # (R,) mean per-bit loss of each step's batch
-
-    def reset(self) -> None:
-        self.samples = 0
-        self.batch_losses = []
-        if self.loss_sum is not None:
-            self.loss_sum.zero_()
-
-    def add(self, loss_per_bit: Tensor, batch_size: int) -> None:
-        if self.loss_sum is None:
-            self.loss_sum = loss_per_bit.float() * batch_size  # float32 under bf16-mixed too
-        else:
-            self.loss_sum.add_(loss_per_bit, alpha=batch_size)
-        self.samples += batch_size
-        self.batch_losses.append(loss_per_bit.float().mean(-1))
-
-    def mean(self) -> Tensor:
-        assert self.loss_sum is not None, "no training step in this epoch"
-        return self.loss_sum / self.samples
-
-
-def average_gradients(parameters: list[nn.Parameter], reduce: Callable[[Tensor], Tensor]) -> None:
-    """Average the gradients over DDP processes: one all-reduce of all of them (`reduce`: the
-    strategy's mean). DDP's own hooks expect one backward per `training_step`, and here a
-    training step is a whole epoch of optimizer steps, so they are off (see the module)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    flat = reduce(torch.cat([g.reshape(-1) for g in grads]))
-    parts = flat.split([g.numel() for g in grads])
-    torch._foreach_copy_(grads, [part.view_as(g) for part, g in zip(parts, grads, strict=True)])
 
 
 class ReplicaLearningRates:

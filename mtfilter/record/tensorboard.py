@@ -16,7 +16,7 @@ from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from mtfilter.counter_rng import MASK32
+from mtfilter.nn.counter_rng import MASK32
 
 
 def masked_crc32c(data: bytes) -> int:

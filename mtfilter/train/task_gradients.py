@@ -10,10 +10,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchjd.aggregation import Aggregator
 
-from mtfilter import counter_rng, multitask
 from mtfilter.errors import ConfigError
-from mtfilter.losses import LossName, Reduction, per_bit_loss
-from mtfilter.model import BitMLP
+from mtfilter.nn import counter_rng
+from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
+from mtfilter.nn.model import BitMLP
+from mtfilter.record.conflicts import ConflictRecord
+from mtfilter.train import multitask
 
 
 class TaskGradients:
@@ -46,7 +48,7 @@ class TaskGradients:
         self.loss_dropout = loss_dropout
         self.aggregator, self.scalarizers = aggregator, scalarizers
         self.telemetry_interval = telemetry_interval
-        self.conflicts = multitask.ConflictRecord()
+        self.conflicts = ConflictRecord()
         # (R, T) per-bit keys of the loss-dropout stream
         self.dropout_keys = counter_rng.element_keys(counter_rng.seed_keys(seeds), net.num_bits)
         self.shared = net.shared_parameters()

@@ -1,56 +1,21 @@
-"""The bit-mapping task (a fixed random map from sample indices to `num_bits`-bit strings) and the
-LightningDataModule that serves it from tensors already on the training device."""
+"""The LightningDataModule that serves the bit-mapping task (`mtfilter.nn.targets`) from tensors
+already on the training device: per-replica epoch orders, minibatches, the full batch."""
 
-import hashlib
 import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 
-from mtfilter import counter_rng
 from mtfilter.errors import ConfigError
-from mtfilter.replicas import check_seeds
-
-TargetKind = Literal["permutation", "random", "numpy_permutation"]
-
-# randperm over all 2**num_bits codes must stay affordable.
-MAX_PERMUTATION_BITS = 30
+from mtfilter.nn import counter_rng
+from mtfilter.nn.replicas import check_seeds
+from mtfilter.nn.targets import MAX_PERMUTATION_BITS, TargetKind, fingerprint, make_targets
 
 Batch = tuple[Tensor, Tensor]  # indices (R, B) int64, targets (R, B, T) float32; R may be 1
 Epoch = list[Batch]  # one training epoch's minibatches
-
-
-def make_targets(num_bits: int, num_samples: int, kind: TargetKind, data_seed: int) -> Tensor:
-    """(num_samples, num_bits) float32 bits: a pure function of its arguments, built on the CPU so
-    it is the same on every machine and device.
-
-    `permutation` maps the samples one-to-one onto distinct codes of a random permutation of all
-    2**num_bits codes (the original experiment); `random` draws independent fair bits;
-    `numpy_permutation` is `permutation` drawn as research code of the original's kind did,
-    `np.random.seed(data_seed); np.random.permutation(2**num_bits)` (NumPy's legacy Mersenne
-    Twister, the same on every platform), bits written most significant first.
-    """
-    generator = torch.Generator().manual_seed(data_seed)
-    if kind == "random":
-        return torch.randint(0, 2, (num_samples, num_bits), generator=generator).float()
-    if kind == "numpy_permutation":
-        permutation = np.random.RandomState(data_seed).permutation(2**num_bits)
-        codes = torch.from_numpy(permutation[:num_samples].astype(np.int64))
-    else:
-        codes = torch.randperm(2**num_bits, generator=generator)[:num_samples]
-    shifts = torch.arange(num_bits - 1, -1, -1)  # bit 0 is the leftmost (most significant)
-    return ((codes[:, None] >> shifts) & 1).float()
-
-
-def fingerprint(targets: Tensor) -> str:
-    """A short hash of the dataset: equal fingerprints mean identical inputs and targets."""
-    bits = targets.to(torch.uint8).contiguous()
-    digest = hashlib.sha256(str(tuple(bits.shape)).encode() + bits.numpy().tobytes())
-    return digest.hexdigest()[:12]
 
 
 class EpochShuffle:

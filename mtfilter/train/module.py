@@ -17,19 +17,25 @@ from torchjd.aggregation import Aggregator
 from torchjd.scalarization import Scalarizer
 from typing_extensions import override
 
-import mtfilter.lightning_notices  # noqa: F401 (silences notices that do not apply)
-from mtfilter import metrics, multitask, replicas, tensorboard
-from mtfilter.checkpoints import check_checkpoint_compatible
-from mtfilter.data import Batch, Epoch
-from mtfilter.epoch_log import EpochLog
+import mtfilter.train.lightning_notices  # noqa: F401 (silences notices that do not apply)
 from mtfilter.errors import ConfigError
-from mtfilter.floor import Floor, model_floor, pattern_counts
-from mtfilter.losses import LossName, Reduction, evaluate, per_bit_loss
-from mtfilter.metrics import EpochFigures
-from mtfilter.model import BitMLP, Encoding, Layout, describe_model
-from mtfilter.objective import TaskGradients, check_settings
-from mtfilter.publishing import EpochPublisher
-from mtfilter.steps import EpochTotals, ReplicaLearningRates, average_gradients
+from mtfilter.nn import replicas
+from mtfilter.nn.floor import Floor, model_floor, pattern_counts
+from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
+from mtfilter.nn.model import BitMLP, Encoding, Layout
+from mtfilter.nn.replicas import Replica
+from mtfilter.record import metrics, tensorboard
+from mtfilter.record.epoch_log import EpochLog
+from mtfilter.record.evaluation import evaluate
+from mtfilter.record.metrics import EpochFigures
+from mtfilter.record.publishing import EpochPublisher
+from mtfilter.train import multitask
+from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
+from mtfilter.train.data import Batch, Epoch
+from mtfilter.train.distributed import average_gradients
+from mtfilter.train.epoch_totals import EpochTotals
+from mtfilter.train.replica_rates import ReplicaLearningRates
+from mtfilter.train.task_gradients import TaskGradients, check_settings
 
 # The converged mode's optimiser (configs/mt.yaml); the original's is in configs/original/.
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 3e-4}}
@@ -247,7 +253,7 @@ class BitMappingModule(L.LightningModule):
         if self._replica_rows is not None:
             self._replica_rows = self._replica_rows.to(self.device)
         counts = self.parameter_counts()
-        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
+        rank_zero_info(_describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
         targets = getattr(self.trainer.datamodule, "targets", None)
         if targets is not None:
             self.check_data(targets)
@@ -443,3 +449,21 @@ def _check_optimizer(factory: Any) -> None:
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.optimizer: {error}") from None
+
+
+def _describe_model(
+    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
+) -> str:
+    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
+    seeds = list(dict.fromkeys(r.seed for r in replicas))
+    rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
+    stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
+    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    if rates:
+        which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
+    return (
+        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
+        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
+        f"{counts['task_specific']:,} task-specific"
+        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
+    )

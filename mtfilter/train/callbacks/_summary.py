@@ -10,13 +10,13 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
-from mtfilter import metrics, summaries, tensorboard
-from mtfilter.callbacks._checkpoint import BestEpochCheckpoint
-from mtfilter.callbacks._convergence import ConvergenceStop
-from mtfilter.callbacks._interrupt import StopOnInterrupt
 from mtfilter.errors import NonFiniteLossError, RunAborted
-from mtfilter.publishing import RecordsEpochs, recording
-from mtfilter.summaries import Summary
+from mtfilter.record import metrics, summaries, tensorboard
+from mtfilter.record.publishing import RecordsEpochs, recording
+from mtfilter.record.summaries import Summary
+from mtfilter.train.callbacks._checkpoint import BestEpochCheckpoint
+from mtfilter.train.callbacks._convergence import ConvergenceStop
+from mtfilter.train.callbacks._interrupt import StopOnInterrupt
 
 
 class RunSummary(Callback):

@@ -13,11 +13,11 @@ import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-from mtfilter import tensorboard
-from mtfilter.epoch_log import EpochLog
 from mtfilter.errors import NonFiniteLossError
-from mtfilter.multitask import ConflictRecord
-from mtfilter.replicas import Replica
+from mtfilter.nn.replicas import Replica
+from mtfilter.record import tensorboard
+from mtfilter.record.conflicts import ConflictRecord
+from mtfilter.record.epoch_log import EpochLog
 
 
 class EpochPublisher:

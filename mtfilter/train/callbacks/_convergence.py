@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from mtfilter.errors import ConfigError
-from mtfilter.publishing import recording
+from mtfilter.record.publishing import recording
 
 
 class ConvergenceStop(Callback):
