@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mtfilter.nn.targets import fingerprint, make_targets
     from mtfilter.train.callbacks import (
         BestEpochCheckpoint,
-        ConvergenceStop,
+        ConvergenceSchedule,
         EpochProgressBar,
         RunSummary,
         StopOnInterrupt,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # public name -> the module that defines it
 _SOURCES = {
     "BestEpochCheckpoint": "mtfilter.train.callbacks",
-    "ConvergenceStop": "mtfilter.train.callbacks",
+    "ConvergenceSchedule": "mtfilter.train.callbacks",
     "EpochProgressBar": "mtfilter.train.callbacks",
     "RunSummary": "mtfilter.train.callbacks",
     "StopOnInterrupt": "mtfilter.train.callbacks",
@@ -58,7 +58,7 @@ __all__ = [
     "BitMappingModule",
     "CheckpointMismatchError",
     "ConfigError",
-    "ConvergenceStop",
+    "ConvergenceSchedule",
     "EpochProgressBar",
     "GroupedEmbedding",
     "GroupedLinear",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtfilter.train.callbacks import ConvergenceStop
+from mtfilter.train.callbacks import ConvergenceSchedule
 from mtfilter.train.callbacks._convergence import converged
 from tests.conftest import log_dir, read_summary, tiny_fit
 
@@ -22,7 +22,7 @@ CHECK = ["--convergence.patience", "50", "--convergence.check_every", "10",
     ids=["flat", "falling", "tiny-absolute", "nan"],
 )
 def test_the_rule_compares_the_best_now_with_the_best_patience_epochs_ago(values, expected):
-    rule = ConvergenceStop(patience=100, rel_tol=0.01, abs_tol=1e-4)
+    rule = ConvergenceSchedule(patience=100, rel_tol=0.01, abs_tol=1e-4)
     epochs = np.arange(1, len(values) + 1)
     assert converged(np.array(values), epochs, epoch=len(values), rule=rule) == expected
 

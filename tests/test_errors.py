@@ -80,6 +80,10 @@ CASES = {
         [*FIT, "--model.optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lrr": 1}}'],
         ["model.optimizer", "lrr"],
     ),
+    "no-time-to-write": (
+        [*FIT, "--checkpoint.max_write_fraction", "0"],
+        ["checkpoint.max_write_fraction", "(0, 1]"],
+    ),
     "config-is-a-folder": (["fit", "--config", "configs"], ["configs is a directory"]),
     "empty-config": (["fit", "--config", "empty.yaml"], ["empty.yaml is empty"]),
     "hidden-width-without-hidden-layer": (

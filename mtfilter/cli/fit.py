@@ -21,7 +21,7 @@ from mtfilter.folders import SUMMARY_FILE, read_json
 from mtfilter.train import threads
 from mtfilter.train.callbacks import (
     BestEpochCheckpoint,
-    ConvergenceStop,
+    ConvergenceSchedule,
     EpochProgressBar,
     PredictionWriter,
     RunSummary,
@@ -96,7 +96,7 @@ class MtfilterCLI(LightningCLI):
             "other (docs/benchmarks.md). No effect on GPU runs.",
         )
         parser.add_lightning_class_args(BestEpochCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ConvergenceStop, "convergence")
+        parser.add_lightning_class_args(ConvergenceSchedule, "convergence")
         parser.add_lightning_class_args(EpochProgressBar, "progress")
         parser.add_lightning_class_args(RunSummary, "summary")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER})

@@ -31,7 +31,7 @@ class Summary:
     data_seed: int | None = None
     data_fingerprint: str | None = None
     epochs: int = 0
-    convergence: dict[str, Any] | None = None  # see ConvergenceStop.summary
+    convergence: dict[str, Any] | None = None  # see ConvergenceSchedule.summary
     wall_time_s: float = 0.0
     parameters: dict[str, int] = field(default_factory=dict)  # see BitMLP.parameter_counts
     train: dict[str, Any] = field(default_factory=dict)

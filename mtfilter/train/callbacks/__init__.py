@@ -3,25 +3,25 @@ checkpoint with bounded writes, a convergence check per replica, a time-refreshe
 the run summary, a graceful stop on Ctrl-C, and saving predictions."""
 
 from mtfilter.train.callbacks._checkpoint import BestEpochCheckpoint
-from mtfilter.train.callbacks._convergence import ConvergenceStop
+from mtfilter.train.callbacks._convergence import ConvergenceSchedule
 from mtfilter.train.callbacks._interrupt import StopOnInterrupt
 from mtfilter.train.callbacks._predictions import PredictionWriter
 from mtfilter.train.callbacks._progress import EpochProgressBar
 from mtfilter.train.callbacks._summary import RunSummary, run_summary
 
 
-def fit_callbacks(convergence: ConvergenceStop | None = None) -> list:
+def fit_callbacks(convergence: ConvergenceSchedule | None = None) -> list:
     """The callbacks `mtfilter fit` gives its Trainer, at their defaults, for a plain
     `lightning.Trainer(callbacks=fit_callbacks())`: the epoch progress bar, the best-epoch
-    checkpoint, `convergence` (default: `ConvergenceStop()`), `summary.json` per replica and a
+    checkpoint, `convergence` (default: `ConvergenceSchedule()`), `summary.json` per replica and a
     clean stop on Ctrl-C."""
-    return [EpochProgressBar(), BestEpochCheckpoint(), convergence or ConvergenceStop(),
+    return [EpochProgressBar(), BestEpochCheckpoint(), convergence or ConvergenceSchedule(),
             RunSummary(), StopOnInterrupt()]  # fmt: skip
 
 
 __all__ = [
     "BestEpochCheckpoint",
-    "ConvergenceStop",
+    "ConvergenceSchedule",
     "EpochProgressBar",
     "PredictionWriter",
     "RunSummary",

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from mtfilter.errors import NonFiniteLossError
+from mtfilter.errors import ConfigError, NonFiniteLossError
 from mtfilter.record.publishing import RecordsEpochs, recording
 
 
@@ -49,13 +49,23 @@ class BestEpochCheckpoint(ModelCheckpoint):
         every_n_seconds: float = 60.0,
         max_write_fraction: float = 0.05,
     ) -> None:
+        if not 0 < max_write_fraction <= 1:
+            raise ConfigError(
+                f"checkpoint.max_write_fraction must be in (0, 1], got {max_write_fraction}"
+            )
+        if not every_n_seconds >= 0:
+            raise ConfigError(f"checkpoint.every_n_seconds must be >= 0, got {every_n_seconds}")
+        # What it inherits: the folder (`dirpath`, default `<log dir>/checkpoints`), the state
+        # key of checkpoints, `best_model_path` / `last_model_path` and the Trainer's handling of
+        # its checkpoint callback (`trainer.checkpoint_callback`, `ckpt_path="best"` / "last").
+        # Its own saving is replaced (the two hooks at the end do nothing); `filename` and
+        # `save_last` name the two files for what Lightning reads of them.
         super().__init__(
             dirpath=dirpath,
             filename="best",
             monitor=monitor,
             mode="min",
             save_last=True,
-            save_top_k=1,
             enable_version_counter=False,
         )
         self.every_n_seconds = every_n_seconds
@@ -243,7 +253,8 @@ class BestEpochCheckpoint(ModelCheckpoint):
         base = {k: v for k, v in state_dict.items() if k != "mtfilter_best"}
         super().load_state_dict({**base, "dirpath": self.dirpath})
 
-    # Saving is driven by the hooks above only.
+    # Saving is driven by the hooks above only: ModelCheckpoint's own would save at every
+    # improvement, which here is almost every epoch.
     @override
     def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -255,12 +266,12 @@ class BestEpochCheckpoint(ModelCheckpoint):
 
 def _ended(trainer: L.Trainer, epoch: int, replicas: int) -> list[bool] | None:
     """Per replica, whether it ended before `epoch` (converged with a stop, see
-    `ConvergenceStop.end_epochs`); None while none has."""
+    `ConvergenceSchedule.end_epochs`); None while none has."""
     from mtfilter.train.callbacks._convergence import (
-        ConvergenceStop,  # a sibling: no cycle at import
+        ConvergenceSchedule,  # a sibling: no cycle at import
     )
 
-    stop = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
+    stop = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
     if stop is None or len(stop.end_epochs) != replicas:
         return None
     ended = [end is not None and epoch > end for end in stop.end_epochs]

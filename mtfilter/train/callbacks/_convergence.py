@@ -1,5 +1,6 @@
-"""Convergence: whether a fit's best loss has stopped improving, recorded per replica, with
-optional learning-rate drops on a plateau and a stop once every replica has converged."""
+"""The schedule to convergence, per replica: on a plateau of the best loss, a learning-rate drop
+(the first `lr_drops` times), then convergence, recorded, and a stop once every replica has
+converged."""
 
 from typing import Any
 
@@ -13,8 +14,11 @@ from mtfilter.errors import ConfigError
 from mtfilter.record.publishing import recording
 
 
-class ConvergenceStop(Callback):
-    """Convergence of `monitor`: converged once its best value improved by less than
+class ConvergenceSchedule(Callback):
+    """Learning-rate drops on plateaus, then convergence and the stop, per replica (it was
+    `ConvergenceStop`, a name that hid the drops).
+
+    Convergence of `monitor`: converged once its best value improved by less than
     `max(rel_tol x best, abs_tol)` over the last `patience` epochs. Checked every `check_every`
     epochs for each stacked replica; with `stop`, training ends when every replica converged.
 
@@ -72,6 +76,13 @@ class ConvergenceStop(Callback):
         self.lr_drops, self.lr_drop_factor = lr_drops, lr_drop_factor
         self.converged_epochs: list[int | None] = []  # per replica: the check that found it
         self.drop_epochs: list[list[int]] = []  # per replica: the checks that dropped its lr
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # Checkpoints key a callback's state by its class name; this one's is kept under the
+        # name checkpoints were written with before the rename, so they resume exactly.
+        return "ConvergenceStop"
 
     @property
     def enabled(self) -> bool:
@@ -153,7 +164,9 @@ class ConvergenceStop(Callback):
             self.drop_epochs = [[] for _ in self.converged_epochs]
 
 
-def converged(values: np.ndarray, epochs: np.ndarray, epoch: int, rule: ConvergenceStop) -> bool:
+def converged(
+    values: np.ndarray, epochs: np.ndarray, epoch: int, rule: ConvergenceSchedule
+) -> bool:
     """Whether the best of `values` up to `epoch` improved by less than the tolerance over the
     last `rule.patience` epochs (NaN epochs never count as best)."""
     clean = np.where(np.isnan(values), np.inf, values)

@@ -15,7 +15,7 @@ from mtfilter.record import metrics, summaries, tensorboard
 from mtfilter.record.publishing import RecordsEpochs, recording
 from mtfilter.record.summaries import Summary
 from mtfilter.train.callbacks._checkpoint import BestEpochCheckpoint
-from mtfilter.train.callbacks._convergence import ConvergenceStop
+from mtfilter.train.callbacks._convergence import ConvergenceSchedule
 from mtfilter.train.callbacks._interrupt import StopOnInterrupt
 
 
@@ -118,10 +118,10 @@ def run_summary(
     wall_time_s: float,
 ) -> Summary:
     """The summary of one replica: best and final figures, sizes, seeds and provenance. A
-    stacked replica that converged before its stack-mates ended there (see `ConvergenceStop`):
+    stacked replica that converged before its stack-mates ended there (see `ConvergenceSchedule`):
     its figures count the epochs up to that one, as its separate run's do."""
     log = record.epoch_log
-    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceStop)), None)
+    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
     until = convergence.end_epochs if convergence is not None else None
     end = until[replica] if until and replica < len(until) else None
 
