@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -142,6 +143,14 @@ def test_resuming_from_last_checkpoint_continues_exactly(run_dir):
     assert [s for s, _ in read_scalars(log_dir(resumed))["val/loss"]] == list(range(1, 21))
 
 
+def next_second() -> None:
+    """TensorBoard reads a folder's event files in name order, whose first key is the second
+    each was made in; within one second the counter that follows sorts as text ("10" < "9").
+    A sweep's retry is a new process seconds later; in one test process, wait for a new second
+    so that the later attempt's file sorts last, as it does there."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
 def test_resuming_in_its_own_folder_shows_each_epoch_once(run_dir):
     """As a sweep resumes a run: the same folder, from a checkpoint older than the last epochs
     the stopped process logged (epochs 9-12 here), which are hidden, not shown twice."""
@@ -153,6 +162,7 @@ def test_resuming_in_its_own_folder_shows_each_epoch_once(run_dir):
     tiny_fit(
         *here, "--trainer.max_epochs", "12", "--ckpt_path", str(folder / "checkpoints/last.ckpt")
     )
+    next_second()
     tiny_fit(*here, "--trainer.max_epochs", "20", "--ckpt_path", str(run_dir / "epoch8.ckpt"))
     straight = read_scalars(log_dir(tiny_fit("--trainer.max_epochs", "20")))["val/loss"]
     shown = read_scalars(folder)["val/loss"]
@@ -166,6 +176,7 @@ def test_a_restart_without_checkpoint_in_its_own_folder_shows_each_epoch_once(ru
     here = ["--trainer.logger.init_args.save_dir", "run", "--trainer.logger.init_args.name", "",
             "--trainer.logger.init_args.version", "", "--seed_everything", "1"]  # fmt: skip
     tiny_fit(*here, "--trainer.max_epochs", "12", "--seed_everything", "2")  # another curve
+    next_second()
     tiny_fit(*here, "--trainer.max_epochs", "8")
     straight = read_scalars(
         log_dir(tiny_fit("--trainer.max_epochs", "8", "--seed_everything", "1"))
