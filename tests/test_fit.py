@@ -322,6 +322,11 @@ def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeyp
     shown = terminal.getvalue()
     assert "50/50" in shown and "best val/loss" in shown
     terminal.truncate(0)
+    # a run that may end at convergence: no total, so no ETA to max_epochs
+    tiny_fit("--progress.refresh_s", "0", "--convergence.patience", "10")
+    shown = terminal.getvalue()
+    assert "until converged (at most 50 epochs)" in shown and "/50" not in shown
+    terminal.truncate(0)
     tiny_fit("--progress.refresh_s", "0", "--trainer.enable_progress_bar", "false")
     assert "epoch" not in terminal.getvalue()  # switched off: Lightning's own flag is honoured
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
+from tqdm import tqdm
 from typing_extensions import override
 
 from mtfilter.errors import RunAborted
@@ -37,7 +38,9 @@ class StopOnInterrupt(Callback):
                 # Not a KeyboardInterrupt, which Lightning turns into exit status 1
                 raise RunAborted("aborted by a second Ctrl-C; the last checkpoint is kept")
             self._requested = True
-            rank_zero_info("stopping after this epoch (press Ctrl-C again to abort now)")
+            if rank_zero_only.rank == 0:  # on a line of its own, below the progress bar
+                tqdm.write("stopping after this epoch (press Ctrl-C again to abort now)",
+                           file=sys.stderr)  # fmt: skip
 
         signal.signal(signal.SIGINT, request_stop)
 

@@ -29,6 +29,7 @@ class EpochProgressBar(ProgressBar):
         self._enabled = True
         self._bar: tqdm | None = None
         self._last_refresh = 0.0
+        self._until = ""  # how the run ends, when not at max_epochs
 
     @override
     def disable(self) -> None:
@@ -48,6 +49,11 @@ class EpochProgressBar(ProgressBar):
         if not self._enabled or not trainer.is_global_zero:
             return
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        self._until = ""
+        if total is not None and _stops_at_convergence(trainer, total):
+            # The run ends when it converges, usually long before max_epochs: a total of
+            # max_epochs would show an ETA to the cap. No total, no ETA: the epochs and the rate.
+            self._until, total = f"until converged (at most {total:,} epochs)", None
         self._bar = tqdm(
             total=total,
             initial=trainer.current_epoch,
@@ -76,7 +82,7 @@ class EpochProgressBar(ProgressBar):
             postfix = f"best {self.monitor} {values[0]:.4f} @ {epochs[0]}"
         else:
             postfix = f"best {self.monitor} {np.mean(values):.4f} (mean of {len(values)} seeds)"
-        self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.set_postfix_str(", ".join(filter(None, [postfix, self._until])), refresh=False)
         self._bar.update(record.epoch_log.num_epochs - self._bar.n)
 
     @override
@@ -94,3 +100,15 @@ class EpochProgressBar(ProgressBar):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _stops_at_convergence(trainer: L.Trainer, max_epochs: int) -> bool:
+    """Whether the convergence schedule can end the run before `max_epochs` (its first check
+    comes after `patience` epochs)."""
+    from mtfilter.train.callbacks._convergence import ConvergenceSchedule  # a sibling
+
+    schedule = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
+    return (
+        schedule is not None and schedule.enabled and schedule.stop
+        and max_epochs > schedule.patience
+    )  # fmt: skip
