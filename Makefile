@@ -28,7 +28,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv with mtfilter and its test tools
 
 fit: $(STAMP)  ## train one run: make fit CONFIG=configs/st.yaml ARGS="--trainer.max_epochs 50"
-	$(BIN)/mtfilter fit --config $(CONFIG) $(ARGS)
+	@# make exits 2 whenever a recipe fails: say the command's own status (130: stopped, resumable)
+	@$(BIN)/mtfilter fit --config $(CONFIG) $(ARGS) || { status=$$?; \
+		echo "make: mtfilter fit exited with status $$status (see mtfilter --help)" >&2; \
+		exit $$status; }
 
 test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest $(ARGS)

@@ -300,6 +300,7 @@ def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_p
     found = states(folder)
     # largest first, one at a time: hidden 8 was running and stopped cleanly, 4 never started
     assert found["hidden_dim=8"]["status"] == "stopped"
+    assert found["hidden_dim=8"]["error"].startswith("stopped by Ctrl-C")  # as its summary says
     assert found["hidden_dim=4"]["status"] == "pending"
     # the fit's StopOnInterrupt runs after the callback that waited for the Ctrl-C to arrive
     assert json.loads((folder / "hidden_dim=8" / "summary.json").read_text())["epochs"] == 3

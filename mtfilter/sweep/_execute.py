@@ -106,7 +106,9 @@ def _run_locked(
     status = outcome or ("stopped" if code == -signal.SIGINT else "failed")
     state = RunState.load(folder)
     state.status, state.ended = status, time.time()
-    if status != FINISHED:
+    if status == "stopped":  # a Ctrl-C, once or twice: the run resumes where it stopped
+        state.error = error or "stopped by Ctrl-C: run the sweep again to go on from its last.ckpt"
+    elif status != FINISHED:
         state.error = error or _error_in_log(folder / LOG_FILE, attempt_start, code)
     state.history.append(
         {"attempt": state.attempts, "status": status, "exit_code": code,
