@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -525,3 +526,17 @@ def test_keys_every_run_sets_are_conditions_not_methods():
     plain = [{**rows[0], "data.num_bits": None}, {**rows[2], "data.num_bits": None}]
     found = compare_methods([*rows, *plain], keys, "val", "model.hidden_dim", "model.layout")
     assert {r.method for r in found} >= {"st", "mt", "num_bits=6"}
+
+
+def test_a_sweep_of_one_layout_reports_that_layout_alone(tmp_path):
+    folder = fake_sweep(tmp_path, stacked=True)
+    for run in list(folder.iterdir()):  # keep the mt runs: a grid without a layout axis
+        if run.is_dir() and run.name.endswith("st"):
+            shutil.rmtree(run)
+    sweep = json.loads((folder / "sweep.json").read_text())
+    sweep["runs"] = [name for name in sweep["runs"] if name.endswith("mt")]
+    (folder / "sweep.json").write_text(json.dumps(sweep))
+    report(folder)
+    table = (folder / "results.md").read_text()
+    assert "| hidden_dim | seeds | mt floor (bit / exact-match error) | mt val loss |" in table
+    assert "| st val loss" not in table and "mt - st" not in table and "None" not in table

@@ -57,17 +57,25 @@ def write_markdown(path: Path, report: Report) -> None:
         "(`(end)`: the last one of the run, for runs that did not record that).",
         "Several seeds: mean [95% t-interval, from 3 seeds on; an error's cut at 0]; the gap is "
         "paired by seed; epochs: the median of the seeds' best epochs (their range). Per-run "
-        "figures are in results.csv.",
+        "figures are in results.csv."
+        if _most_seeds(sections) > 1
+        else "One seed per point: no interval. Per-run figures are in results.csv.",
         _unconverged_text(report.unconverged),
         "",
     ]
+    # the layouts the sweep ran: a grid without a layout axis has the base config's only
+    layouts = [
+        layout
+        for layout in LAYOUTS
+        if any(layout in c.value for comparisons in sections.values() for c in comparisons)
+    ] or list(LAYOUTS)
     if choices:
         lines += _choices_section(choices, select_key or [], width_name)
     for section, comparisons in sections.items():
         if section:  # other keys varied: a heading per section
             name = report.section_name(section)
-            lines += [f"## st and mt{', ' + name if name else ''}", ""]
-        lines += _width_table(comparisons, compared, width_name, report.unconverged)
+            lines += [f"## {' and '.join(layouts)}{', ' + name if name else ''}", ""]
+        lines += _width_table(comparisons, compared, width_name, report.unconverged, layouts)
         verdicts = [
             f"- {width_name} {c.width}: {verdict(c.gap)}{_caveat(c, report.unconverged)}"
             for c in comparisons
@@ -106,23 +114,24 @@ def _unconverged_text(unconverged: str) -> str:
 
 
 def _width_table(
-    comparisons: list[WidthComparison], compared: Metric, width_name: str, unconverged: str
-) -> list[str]:
-    """Per width: the floor, then for st and mt the compared figure (with its interval), the
-    other figures and the best epochs; then the paired gap."""
+    comparisons: list[WidthComparison], compared: Metric, width_name: str, unconverged: str,
+    layouts: list[str],
+) -> list[str]:  # fmt: skip
+    """Per width: the floor, then for each layout (st and mt) the compared figure (with its
+    interval), the other figures and the best epochs; then the paired gap."""
     beside = [name for name in SIDE_FIGURES if name != compared.name]
     per_layout = [compared.label, *(METRICS[name].label for name in beside), "epoch"]
-    header = [width_name, "seeds", "mt floor (bit / exact-match error)"]
-    header += [f"{layout} {label}" for layout in LAYOUTS for label in per_layout]
-    header.append(f"mt - st ({compared.label})")
-    if not compared.is_loss:
-        header.append("mt above its floor")
-    header.append("mt conflict at the best epoch (pairs / cosine)")
+    has_mt, both = "mt" in layouts, len(layouts) == 2
+    header = [width_name, "seeds"] + ["mt floor (bit / exact-match error)"] * has_mt
+    header += [f"{layout} {label}" for layout in layouts for label in per_layout]
+    header += [f"mt - st ({compared.label})"] * both
+    header += ["mt above its floor"] * (has_mt and not compared.is_loss)
+    header += ["mt conflict at the best epoch (pairs / cosine)"] * has_mt
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in comparisons:
         n = max((e.n for e in c.value.values()), default=0)
-        cells = [str(c.width), str(n), _floor(c.floor.get("mt"))]
-        for layout in LAYOUTS:
+        cells = [str(c.width), str(n)] + [_floor(c.floor.get("mt"))] * has_mt
+        for layout in layouts:
             estimate = c.value.get(layout)
             mark = _mark(c.unconverged.get(layout, 0), estimate, unconverged)
             if estimate is None:
@@ -134,7 +143,11 @@ def _width_table(
                 *(_mean(side.get(name)) for name in beside),
                 _epoch(c.epoch.get(layout)),
             ]
-        cells.append(_estimate(c.gap, signed=True) if c.gap else "-")
+        if both:
+            cells.append(_estimate(c.gap, signed=True) if c.gap else "-")
+        if not has_mt:
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         if not compared.is_loss:
             mt, floor = c.value.get("mt"), c.floor.get("mt")
             above = None if mt is None or floor is None else mt.mean - getattr(floor, compared.name)
@@ -355,3 +368,10 @@ def _duration(seconds: float) -> str:
 def _wall_time(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Wall time per run (stacked replicas share theirs)."""
     return {row["run"]: float(row["wall_time_s"] or 0) for row in rows}
+
+
+def _most_seeds(sections: dict[Any, list[WidthComparison]]) -> int:
+    return max(
+        (e.n for comparisons in sections.values() for c in comparisons for e in c.value.values()),
+        default=0,
+    )

@@ -110,12 +110,16 @@ def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
     return _save(fig, axes[0], path, legend={"fontsize": 7})
 
 
+BAND_TEXT = " (band: 95% CI)"  # said only where a band is drawn: from 3 seeds on
+
+
 def _loss(
     path: Path, sections: dict[str, list[WidthComparison]], compared: Metric, width_name: str,
     x_axis: str,
 ) -> Path:  # fmt: skip
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
+    banded = False
     for index, (name, comps) in enumerate(sections.items()):
         for layout in LAYOUTS:
             points = [c for c in comps if layout in c.value]
@@ -128,6 +132,7 @@ def _loss(
             band = _band([c.value[layout] for c in points])
             if band is not None:
                 ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
+                banded = True
     if x_axis == "width":
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{width_name} (log2)")
@@ -137,7 +142,7 @@ def _loss(
     if not compared.is_loss and x_axis == "width":
         _floor_line(ax, sections, compared.name)
     ax.set_ylabel(f"best {compared.label}")
-    ax.set_title(f"best {compared.label}, mean over seeds (band: 95% CI)")
+    ax.set_title(f"best {compared.label}, mean over seeds{BAND_TEXT * banded}")
     return _save(fig, ax, path)
 
 
@@ -146,6 +151,7 @@ def _errors(path: Path, sections: dict[str, list[WidthComparison]], width_name: 
     floor of mt's last hidden layer: what no weights can beat."""
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
+    banded = False
     for ax, name in zip(axes, ("bit_error", "exact_match_error"), strict=True):
         for index, (section, comps) in enumerate(sections.items()):
             for layout in LAYOUTS:
@@ -159,12 +165,13 @@ def _errors(path: Path, sections: dict[str, list[WidthComparison]], width_name: 
                 band = _band(estimates)
                 if band is not None:
                     ax.fill_between(xs, *band, color=COLORS[layout], alpha=0.2)
+                    banded = True
         _floor_line(ax, sections, name)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{width_name} (log2)")
         ax.set_ylabel(f"best {METRICS[name].label}")
         ax.grid(alpha=0.3)
-    fig.suptitle("errors at each run's best, mean over converged seeds (band: 95% CI)")
+    fig.suptitle(f"errors at each run's best, mean over converged seeds{BAND_TEXT * banded}")
     return _save(fig, axes[0], path)
 
 
