@@ -106,24 +106,40 @@ class TaskGradients:
         kept = self.kept_terms(step)  # (R, T) bool, or None
         if self.term_scale != 1.0:  # mean reduction: every term, and its gradient, / num_bits
             loss_per_bit = loss_per_bit * self.term_scale
-        if self.scalarizers is not None:
-            objective = multitask.scalarize(self.scalarizers, loss_per_bit)
-        else:
-            objective = self.objective(loss_per_bit, kept)
+        objective = self._scalar_objective(loss_per_bit, kept)
         due = self.telemetry_every > 0 and step % self.telemetry_every == 0
-        if not (self.aggregates or due):
+        if not (self.aggregates or due):  # the common step: one backward of the objective
             backward(objective)
             return
+        matrices = self._task_jacobians(loss_per_bit, kept, reduce)  # (R, T, P)
+        if due:
+            self.conflicts.add(epoch, *multitask.conflict_figures(matrices))
+        if self.aggregates:
+            self._aggregated_backward(objective, matrices)
+        else:
+            backward(objective)
+
+    def _scalar_objective(self, loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
+        """The scalarizer's (TorchJD) objective, else the sum of the kept terms."""
+        if self.scalarizers is not None:
+            return multitask.scalarize(self.scalarizers, loss_per_bit)
+        return self.objective(loss_per_bit, kept)
+
+    def _task_jacobians(
+        self, loss_per_bit: Tensor, kept: Tensor | None, reduce: Callable[[Tensor], Tensor] | None
+    ) -> Tensor:
+        """(R, T, P): each replica's per-task gradients of the shared parameters, over the global
+        batch under DDP, zero for a task Cost-Out dropped."""
         matrices = multitask.per_replica_jacobian(loss_per_bit, self.shared, self.num_replicas)
         if reduce is not None:
             matrices = reduce(matrices)
         if kept is not None:
             matrices = matrices * kept[..., None]  # a dropped task sends no gradient
-        if due:
-            self.conflicts.add(epoch, *multitask.conflict_figures(matrices))
-        if not self.aggregates:
-            backward(objective)
-            return
+        return matrices
+
+    def _aggregated_backward(self, objective: Tensor, matrices: Tensor) -> None:
+        """The task-specific parameters' gradients from the objective; the shared ones' from
+        the aggregator of the per-task gradients."""
         assert self.aggregator is not None
         torch.autograd.backward(objective, inputs=self.task_params)
         directions = multitask.aggregate(matrices, self.aggregator)  # (R, P)
