@@ -241,13 +241,8 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_fit_start(self) -> None:
-        # Fit evaluates the whole dataset itself at the end of every epoch (`_finish_epoch`);
-        # Lightning's validation loop would add ~0.3 ms of bookkeeping per epoch around it.
-        self._limit_val_batches = self.trainer.limit_val_batches
-        self.trainer.limit_val_batches = 0
-        if isinstance(self.trainer.strategy.model, DistributedDataParallel):
-            # Permanent `no_sync`: gradients are averaged after each backward instead.
-            self.trainer.strategy.model.require_backward_grad_sync = False
+        self._evaluate_without_lightnings_loop()
+        self._average_gradients_without_ddps_hooks()
         tensorboard.use_fast_record_checksum()
         self.task_gradients.setup(str(self.trainer.precision), self.device)
         if self._replica_rows is not None:
@@ -258,6 +253,20 @@ class BitMappingModule(L.LightningModule):
         if targets is not None:
             self.check_data(targets)
             self.floor = model_floor(self.hparams, pattern_counts(targets))
+
+    def _evaluate_without_lightnings_loop(self) -> None:
+        """Fit evaluates the whole dataset itself at the end of every epoch (`_finish_epoch`);
+        Lightning's validation loop would add ~0.3 ms of bookkeeping per epoch around it. Its
+        setting comes back at the end of fit (`on_fit_end`), for `validate` after."""
+        self._limit_val_batches = self.trainer.limit_val_batches
+        self.trainer.limit_val_batches = 0
+
+    def _average_gradients_without_ddps_hooks(self) -> None:
+        """A permanent `no_sync`: DDP's hooks expect one backward per `training_step`, and a
+        training step here is an epoch of optimizer steps; gradients are averaged after each
+        backward instead (`average_gradients`)."""
+        if isinstance(self.trainer.strategy.model, DistributedDataParallel):
+            self.trainer.strategy.model.require_backward_grad_sync = False
 
     def check_data(self, targets: Tensor) -> None:
         """Refuse targets of another shape than the model was built for, in one line."""
