@@ -1,5 +1,5 @@
 """The `mtfilter` command: dispatches to `fit`/`validate`/`test`/`predict` (LightningCLI, see
-`lightning_cli.py`) and to `sweep`/`report`, and turns every user mistake into one line.
+`fit.py`) and to `sweep`/`report`, and turns every user mistake into one line.
 
 Exit status: 0 done; 1 a run failed (e.g. a NaN loss); 2 bad input (nothing was run or
 written); 130 interrupted by Ctrl-C (a fit stopped cleanly at the end of an epoch and can be
@@ -55,6 +55,11 @@ class UsageError(MtfilterError, ValueError):
 def main(args: list[str] | None = None) -> None:
     """Console entry point: runs a command and exits with its status (see the module doc)."""
     args = sys.argv[1:] if args is None else list(args)
+    # Idle OpenMP threads sleep instead of spinning: on a machine shared with other work (a
+    # sweep's other fits, say), spinning threads take the cores those need and a 2-thread fit
+    # ran 1.4x slower than with one thread (docs/benchmarks.md, "CPU threads"). Read when torch
+    # loads, which is later; a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         status = run(args)
         _close_process_group()
