@@ -1,9 +1,9 @@
 """Hand-written plain-PyTorch training loops: the yardsticks mtfilter is measured against.
 
 `train_reference` does the same work as `mtfilter fit` at its defaults, with no framework: the
-same BitMLP, data on the device, SGD, per-epoch loss bookkeeping and the same full-dataset
-evaluation pass (loss, bit accuracy, exact match) every epoch, kept on the device and copied to
-the host once at the end. `SeparateTowers` is the obvious st implementation: a Python loop over
+same BitMLP, data on the device, configs/mt.yaml's Adam, per-epoch loss bookkeeping and the same
+full-dataset evaluation pass (loss, bit accuracy, exact match) every epoch, kept on the device and
+copied to the host once at the end. `SeparateTowers` is the obvious st implementation: a Python loop over
 `num_bits` independent nn.Sequential towers.
 """
 
@@ -32,7 +32,8 @@ def train_reference(
         hidden_dim=hidden_dim,
         init_seeds=[seed],
     ).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    # configs/mt.yaml's optimizer, so that the overhead compares like with like
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     everything = torch.arange(num_samples, device=device)
     generator = torch.Generator(device).manual_seed(seed)
     history = torch.empty(epochs, 2 * num_bits + 2, device=device)
