@@ -3,8 +3,8 @@
 `train_reference` does the same work as `mtfilter fit` at its defaults, with no framework: the
 same BitMLP, data on the device, configs/mt.yaml's Adam, per-epoch loss bookkeeping and the same
 full-dataset evaluation pass (loss, bit accuracy, exact match) every epoch, kept on the device and
-copied to the host once at the end. `SeparateTowers` is the obvious st implementation: a Python loop over
-`num_bits` independent nn.Sequential towers.
+copied to the host once at the end. `SeparateTowers` is the obvious st implementation: a Python
+loop over `num_bits` independent nn.Sequential towers.
 """
 
 import torch

@@ -28,3 +28,8 @@ def test_readme_plain_trainer_script_writes_what_a_fit_writes(run_dir):
         summary = json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["epochs"] == 20
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    # the last epoch's figures, where Lightning users look for them
+    metrics = namespace["trainer"].callback_metrics
+    assert float(metrics["seed_1/val/loss"]) == float(
+        namespace["model"].epoch_log.latest("val/loss")[1]
+    )

@@ -354,6 +354,20 @@ class BitMappingModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.publish_epoch_log()
         self.publisher.flush()
+        self._last_epoch_to_callback_metrics()
+
+    def _last_epoch_to_callback_metrics(self) -> None:
+        """The last epoch's figures (not per bit) in `trainer.callback_metrics`, as `validate`
+        names them (`seed_3/` before each replica's when stacked): training never calls
+        `self.log`, which would cost a host sync every epoch."""
+        if self.epoch_log.num_epochs == 0:
+            return
+        for key in self.epoch_log.keys:
+            if "/bit_" in key:
+                continue
+            for replica, value in zip(self.replicas, self.epoch_log.latest(key), strict=True):
+                prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
+                self.trainer.callback_metrics[prefix + key] = value.detach().clone()
 
     @override
     def on_fit_end(self) -> None:
