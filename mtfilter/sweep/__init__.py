@@ -103,17 +103,8 @@ def sweep(
         "stack_seeds": stack_seeds,
         "stack_learning_rates": stack_learning_rates,
     }
-    report_settings = _plain(report or {})
-    from mtfilter.report import check_report_settings  # matplotlib-free
-
-    check_report_settings(report_settings)
+    report_settings = _report_settings(_plain(report or {}), select)
     protocol = Protocol(select, grid) if select is not None else None
-    if protocol is not None:
-        assert select is not None
-        report_settings = {
-            "metric": select.metric, **report_settings,
-            "select_key": list(select.candidates), "selection_seeds": select.selection_seeds,
-        }  # fmt: skip
     if protocol is None:
         runs = plan(base_path, grid, settings, device=device, **stacking)
     else:
@@ -124,10 +115,10 @@ def sweep(
             print("then: picks, extensions past edge picks and the held-out runs, as results "
                   "come in")  # fmt: skip
         return 0
-    sweep_grid = grid if protocol is None else _recorded_grid(grid, select)  # type: ignore[arg-type]
-    definition = {
+    definition = {  # sweep.json: what the report and a second run read back
         "base": str(base.absolute), "base_config": base_path.read_text(),
-        "grid": sweep_grid, "settings": settings, **stacking, "report": report_settings,
+        "grid": grid if select is None else _recorded_grid(grid, select),
+        "settings": settings, **stacking, "report": report_settings,
         "select": None if select is None else _plain(asdict(select)),
     }  # fmt: skip
     execution = Execution(Path(folder), executor, workers, runs_per_gpu, submitit)
@@ -137,6 +128,20 @@ def sweep(
         completed = _select_then_confirm(protocol, execution, runs, definition, base_path,
                                          settings, device, stacking)  # fmt: skip
     return execution.finish(completed)
+
+
+def _report_settings(report: dict[str, Any], select: Selection | None) -> dict[str, Any]:
+    """The report's settings as sweep.json keeps them, checked by name; the protocol sets its
+    own metric (unless given), the keys it chooses and its selection seeds."""
+    from mtfilter.report import check_report_settings  # matplotlib-free
+
+    check_report_settings(report)
+    if select is None:
+        return report
+    return {
+        "metric": select.metric, **report,
+        "select_key": list(select.candidates), "selection_seeds": select.selection_seeds,
+    }  # fmt: skip
 
 
 def _select_then_confirm(
