@@ -218,6 +218,17 @@ def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="holds a different sweep"):
         sweep_main(["sweep", "--config", str(other)])
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("*")} == before
+    # the same settings written in another key order (another mtfilter version): the same run
+    run = tmp_path / "sweep" / "hidden_dim=4"
+    reordered = yaml.safe_dump(yaml.safe_load((run / "fit.yaml").read_text()), sort_keys=True)
+    assert reordered != (run / "fit.yaml").read_text()
+    (run / "fit.yaml").write_text(reordered)
+    state = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**state, "config_digest": "from-another-text"}))
+    summary = (run / "summary.json").stat().st_mtime_ns
+    first = write_sweep(tmp_path, {"model.hidden_dim": [4]})  # `other` wrote over the file
+    assert sweep_main(["sweep", "--config", str(first)]) == 0
+    assert (run / "summary.json").stat().st_mtime_ns == summary  # not run again
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a sweep folder"):

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from mtfilter.errors import ConfigError
 from mtfilter.folders import (
     FIT_CONFIG,
@@ -141,6 +143,15 @@ def reconcile(folder: Path) -> RunState:
     return state
 
 
+def _same_settings(recorded: Path, config: str) -> bool:
+    """Whether the run folder's configuration holds the same settings as `config`, in whatever
+    order: a newer mtfilter may write the same configuration with its keys in another order."""
+    try:
+        return yaml.safe_load(recorded.read_text()) == yaml.safe_load(config)
+    except (OSError, yaml.YAMLError):
+        return False
+
+
 def largest_first(folders: list[Path]) -> list[Path]:
     """Run folders by their estimated work, largest first: the long runs start early, so the
     last to finish is a short one."""
@@ -161,7 +172,9 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
         run_file = folder / run.name / RUN_FILE
         if run_file.is_file():
             recorded = RunState.load(run_file.parent).config_digest
-            if recorded != config_digest(run.config):
+            if recorded != config_digest(run.config) and not _same_settings(
+                run_file.parent / FIT_CONFIG, run.config
+            ):
                 raise ConfigError(
                     f"{folder} holds a different sweep: its run {run.name} was made from another "
                     "configuration. Give this sweep another folder, or delete that one."
