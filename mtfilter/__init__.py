@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         MtfilterError,
         NonFiniteLossError,
     )
+    from mtfilter.nn.config import BitMLPConfig
     from mtfilter.nn.layers import GroupedEmbedding, GroupedLinear
     from mtfilter.nn.losses import per_bit_loss
     from mtfilter.nn.model import BitMLP
@@ -47,6 +48,7 @@ _SOURCES = {
     "GroupedEmbedding": "mtfilter.nn.layers",
     "GroupedLinear": "mtfilter.nn.layers",
     "BitMLP": "mtfilter.nn.model",
+    "BitMLPConfig": "mtfilter.nn.config",
     "BitMappingModule": "mtfilter.train.module",
     "per_bit_loss": "mtfilter.nn.losses",
 }
@@ -54,6 +56,7 @@ _SOURCES = {
 __all__ = [
     "BestEpochCheckpoint",
     "BitMLP",
+    "BitMLPConfig",
     "BitMappingDataModule",
     "BitMappingModule",
     "CheckpointMismatchError",

@@ -296,3 +296,25 @@ def test_shared_parameters_are_those_every_bit_depends_on(layout):
 def test_bad_arguments_name_the_value(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         make(**kwargs)
+
+
+def test_the_settings_are_one_config_object_taken_as_it_is_or_as_keywords():
+    from dataclasses import FrozenInstanceError, asdict
+
+    from mtfilter import BitMappingModule, BitMLPConfig
+
+    config = BitMLPConfig(num_bits=4, num_samples=16, layout="st", hidden_dim=8, init_seeds=[3])
+    built, keywords = BitMLP(config), BitMLP(**asdict(config))
+    assert built.config == keywords.config == config
+    for a, b in zip(built.parameters(), keywords.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(FrozenInstanceError):
+        config.hidden_dim = 16  # type: ignore[misc]
+    with pytest.raises(TypeError, match="not both"):
+        BitMLP(config, hidden_dim=16)
+    # the LightningModule takes the same fields as keywords and records all of them
+    module = BitMappingModule(num_bits=4, seeds=[0], layout="st", hidden_dim=8)
+    assert module.net.config.hidden_dim == 8 and module.hparams["num_layers"] == 3
+    assert {k for k in asdict(config) if k not in ("num_replicas", "init_seeds")} <= set(
+        module.hparams
+    )

@@ -1,16 +1,15 @@
 """The MLP of the experiment in every layout, as plain `torch.nn` (no Lightning): one batched
 ("grouped") computation for all tasks and stacked replicas, never a Python loop over tasks."""
 
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mtfilter.errors import ConfigError
+from mtfilter.nn.config import BitMLPConfig, Encoding, Layout
 from mtfilter.nn.layers import ChunkedBatchNorm1d, GroupedEmbedding, GroupedLinear
 
-Layout = Literal["mt", "st", "split"]
-Encoding = Literal["embedding", "binary"]
+__all__ = ["BitMLP", "BitMLPConfig", "Encoding", "Layout"]
 
 
 class TaskFilter(nn.Module):
@@ -109,78 +108,27 @@ class BitMLP(nn.Module):
     `r*k .. (r+1)*k - 1`. Inputs are then (R, B) indices, one row of samples per replica.
 
     Args:
-        num_bits: Output bits, one task each.
-        num_samples: Number of distinct inputs (rows of the embedding table).
-        layout: `mt`, `st` or `split` (see above).
-        num_shared_layers: For `split` only: how many leading hidden layers are shared.
-        num_layers: Linear layers, output layer included (at least 1).
-        in_dim: Width of the input encoding.
-        hidden_dim: Width of every hidden layer (per bit in `st`); None, and only None, with
-            `num_layers` 1, which has no hidden layer.
-        batch_norm: BatchNorm after each hidden linear layer, as the original.
-        dropout: Dropout probability after each hidden ReLU.
-        encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
-            index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`).
-        task_filter: `mt` only: per task, a scale and a shift of every hidden unit, applied
-            between BatchNorm and ReLU (a `TaskFilter`), so that each bit sees the shared
-            weights through its own filter: `2 * hidden_dim * (num_layers - 1)` parameters per
-            bit. Compute after the first hidden layer grows `num_bits`-fold (as in `st`).
-        residual: Add each `hidden_dim -> hidden_dim` layer's input to its output (the original's
-            residual option): every hidden layer but the first, except where shared features
-            fan out to per-bit layers.
-        shared_embedding: `st` with `embedding` encoding only: one input table read by every
-            tower, as the original code's st (`mt` and `split` share it anyway).
-        batch_norm_chunks: BatchNorm's training statistics per chunk of the batch, as
-            `nn.DataParallel` on this many devices computed them (the original ran on 4); the
-            batch size must divide into them. 1: the whole batch (`ChunkedBatchNorm1d`).
-        num_replicas: Independent copies trained side by side (stacked seeds).
-        init_seeds: One seed per replica: replica r is initialised from its own generator exactly
-            as a 1-replica model with seed `init_seeds[r]`. Default: the global torch RNG.
+        config: Its settings (`BitMLPConfig`, validated when built); or give them as keywords,
+            `BitMLP(num_bits=10, layout="st", hidden_dim=8)`.
     """
 
-    def __init__(
-        self,
-        num_bits: int = 10,
-        num_samples: int = 1024,
-        layout: Layout = "mt",
-        num_shared_layers: int | None = None,
-        num_layers: int = 3,
-        in_dim: int = 16,
-        hidden_dim: int | None = 1024,
-        batch_norm: bool = True,
-        dropout: float = 0.0,
-        encoding: Encoding = "embedding",
-        task_filter: bool = False,
-        residual: bool = False,
-        shared_embedding: bool = False,
-        batch_norm_chunks: int = 1,
-        num_replicas: int = 1,
-        init_seeds: list[int] | None = None,
-    ) -> None:
+    def __init__(self, config: BitMLPConfig | None = None, **settings: Any) -> None:
         super().__init__()
-        if batch_norm_chunks < 1:
-            raise ConfigError(
-                f"model.batch_norm_chunks must be at least 1, got {batch_norm_chunks}"
-            )
-        num_hidden = num_layers - 1
-        _check_arguments(
-            num_bits,
-            num_samples,
-            layout,
-            num_shared_layers,
-            num_layers,
-            in_dim,
-            hidden_dim,
-            dropout,
-            encoding,
-            num_replicas,
-            init_seeds,
+        if config is not None and settings:
+            raise TypeError("BitMLP takes a BitMLPConfig or its settings as keywords, not both")
+        config = config if config is not None else BitMLPConfig(**settings)
+        self.config = config
+        num_bits, num_samples, layout = config.num_bits, config.num_samples, config.layout
+        num_layers, in_dim, hidden_dim = config.num_layers, config.in_dim, config.hidden_dim
+        num_shared_layers, encoding, task_filter = (
+            config.num_shared_layers,
+            config.encoding,
+            config.task_filter,
         )
-        if task_filter and layout != "mt":
-            raise ConfigError(
-                f"model.task_filter needs layout mt, got {layout}"
-                + (": st shares nothing to filter" if layout == "st" else "")
-            )
+        num_replicas, init_seeds = config.num_replicas, config.init_seeds
+        batch_norm, dropout, residual = config.batch_norm, config.dropout, config.residual
+        shared_embedding, batch_norm_chunks = config.shared_embedding, config.batch_norm_chunks
+        num_hidden = num_layers - 1
         self.task_filter = task_filter
         if layout == "mt":
             num_shared_layers = num_hidden
@@ -312,60 +260,3 @@ class BitMLP(nn.Module):
             "task_specific": own // self.num_bits,
             "filter": filters // self.num_replicas,
         }
-
-
-def _check_arguments(
-    num_bits: int,
-    num_samples: int,
-    layout: str,
-    num_shared_layers: int | None,
-    num_layers: int,
-    in_dim: int,
-    hidden_dim: int | None,
-    dropout: float,
-    encoding: str,
-    num_replicas: int,
-    init_seeds: list[int] | None,
-) -> None:
-    for name, value in [
-        ("num_bits", num_bits),
-        ("num_samples", num_samples),
-        ("num_layers", num_layers),
-        ("in_dim", in_dim),
-        ("hidden_dim", 1 if hidden_dim is None else hidden_dim),
-        ("num_replicas", num_replicas),
-    ]:
-        if value < 1:
-            raise ConfigError(f"model.{name} must be at least 1, got {value}")
-    if layout not in ("mt", "st", "split"):
-        raise ConfigError(f"model.layout must be 'mt', 'st' or 'split', got {layout!r}")
-    if encoding not in ("embedding", "binary"):
-        raise ConfigError(f"model.encoding must be 'embedding' or 'binary', got {encoding!r}")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-    num_hidden = num_layers - 1
-    if num_hidden == 0 and hidden_dim is not None:
-        raise ConfigError(
-            f"model.num_layers 1 has no hidden layer, so model.hidden_dim {hidden_dim} would go "
-            "unused: set model.hidden_dim to null, or num_layers to 2 or more"
-        )
-    if num_hidden > 0 and hidden_dim is None:
-        raise ConfigError(f"model.num_layers {num_layers} needs a model.hidden_dim")
-    if layout == "split":
-        if num_shared_layers is None or not 0 <= num_shared_layers <= num_hidden:
-            raise ConfigError(
-                f"model.layout=split needs model.num_shared_layers in 0..{num_hidden} "
-                f"(the number of hidden layers), got {num_shared_layers}"
-            )
-    elif num_shared_layers is not None:
-        raise ConfigError(
-            f"model.num_shared_layers applies to layout=split only (layout={layout} shares "
-            f"{'every' if layout == 'mt' else 'no'} layer)"
-        )
-    if encoding == "binary" and 2**in_dim < num_samples:
-        raise ConfigError(
-            f"model.in_dim={in_dim} bits cannot tell {num_samples} samples apart with binary "
-            f"encoding (need 2**in_dim >= num_samples)"
-        )
-    if init_seeds is not None and len(init_seeds) != num_replicas:
-        raise ConfigError(f"{len(init_seeds)} init_seeds for {num_replicas} replicas")

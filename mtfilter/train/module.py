@@ -5,6 +5,7 @@ the step's extras in `steps.py`, publishing in `publishing.py`, checkpoint check
 `checkpoints.py`."""
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -20,9 +21,10 @@ from typing_extensions import override
 import mtfilter.train.lightning_notices  # noqa: F401 (silences notices that do not apply)
 from mtfilter.errors import ConfigError
 from mtfilter.nn import replicas
+from mtfilter.nn.config import BitMLPConfig
 from mtfilter.nn.floor import Floor, model_floor, pattern_counts
 from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
-from mtfilter.nn.model import BitMLP, Encoding, Layout
+from mtfilter.nn.model import BitMLP
 from mtfilter.nn.replicas import Replica
 from mtfilter.record import metrics, tensorboard
 from mtfilter.record.epoch_log import EpochLog
@@ -61,20 +63,6 @@ class BitMappingModule(L.LightningModule):
             checkpoints from another dataset are refused.
         seeds: Seeds of the stacked replicas, one each (linked from the data module by the CLI).
             Default: the seed set by `seed_everything`.
-        layout: `mt`, `st` or `split` (see `BitMLP`).
-        num_shared_layers: For `split`: how many leading hidden layers are shared.
-        num_layers: Linear layers, output layer included.
-        in_dim: Width of the input encoding.
-        hidden_dim: Width of every hidden layer (per bit in `st`); null with `num_layers` 1.
-        batch_norm: BatchNorm after each hidden linear layer.
-        dropout: Dropout after each hidden ReLU.
-        encoding: `embedding` (learned table) or `binary` (the index's bits).
-        task_filter: `mt` only: a per-bit scale and shift of every hidden unit (see `BitMLP`).
-        residual: Skip connections around the `hidden -> hidden` layers (see `BitMLP`).
-        shared_embedding: `st` only: every tower reads one input table, as the original code's
-            st (see `BitMLP`).
-        batch_norm_chunks: BatchNorm's training statistics per chunk of each batch, as
-            `nn.DataParallel` on this many devices gave them (the original's 4; see `BitMLP`).
         loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
         loss_dropout: Cost-Out (the note's authors' own method, docs/original.md): at each
             training step, each bit's loss term is removed from the objective with this
@@ -115,6 +103,9 @@ class BitMappingModule(L.LightningModule):
             conflicting fraction, gradient norms; the cosine matrix as an image). 0: off. Not
             logged for `st`, which shares nothing. A measurement costs about `num_bits`
             backward passes through the shared layers (docs/benchmarks.md).
+        architecture: The network's settings, the fields of `BitMLPConfig` (`layout`,
+            `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI; `num_bits` and
+            `num_samples` above and the replicas are set here.
     """
 
     def __init__(
@@ -123,18 +114,6 @@ class BitMappingModule(L.LightningModule):
         num_samples: int | None = None,
         data_fingerprint: str | None = None,
         seeds: list[int] | None = None,
-        layout: Layout = "mt",
-        num_shared_layers: int | None = None,
-        num_layers: int = 3,
-        in_dim: int = 16,
-        hidden_dim: int | None = 1024,
-        batch_norm: bool = True,
-        dropout: float = 0.0,
-        encoding: Encoding = "embedding",
-        task_filter: bool = False,
-        residual: bool = False,
-        shared_embedding: bool = False,
-        batch_norm_chunks: int = 1,
         loss: LossName = "l1",
         loss_dropout: float = 0.0,
         loss_reduction: Reduction = "sum",
@@ -145,8 +124,11 @@ class BitMappingModule(L.LightningModule):
         aggregator: Aggregator | None = None,
         scalarizer: Scalarizer | None = None,
         telemetry_interval: int = 500,
+        **architecture: Any,
     ) -> None:
         super().__init__()
+        # Lightning's own entries in saved hyperparameters, passed back by load_from_checkpoint
+        architecture = {k: v for k, v in architecture.items() if not k.startswith("_")}
         check_settings(loss, loss_dropout, loss_reduction, telemetry_interval,
                         accumulate_gradients, aggregator)  # fmt: skip
         multitask.check_aggregator(aggregator)
@@ -171,14 +153,14 @@ class BitMappingModule(L.LightningModule):
             if scalarizer is None
             else multitask.replica_scalarizers(scalarizer, len(self.replicas))
         )
-        self.net = BitMLP(
-            num_bits=num_bits, num_samples=num_samples, layout=layout,
-            num_shared_layers=num_shared_layers, num_layers=num_layers, in_dim=in_dim,
-            hidden_dim=hidden_dim, batch_norm=batch_norm, dropout=dropout, encoding=encoding,
-            task_filter=task_filter, residual=residual, shared_embedding=shared_embedding,
-            batch_norm_chunks=batch_norm_chunks, num_replicas=len(self.replicas),
-            init_seeds=replica_seeds,
+        config = BitMLPConfig(
+            num_bits=num_bits, num_samples=num_samples, num_replicas=len(self.replicas),
+            init_seeds=replica_seeds, **architecture,
         )  # fmt: skip
+        # every setting in the hyperparameters (checkpoints, summaries), defaults included
+        self.hparams.update({k: v for k, v in asdict(config).items()
+                             if k not in ("num_replicas", "init_seeds")})  # fmt: skip
+        self.net = BitMLP(config)
         self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
         # (R,) which data-module seed each replica reads; None while they are the same list
         rows = [seeds.index(seed) for seed in replica_seeds] if learning_rates else None
