@@ -47,6 +47,7 @@ class HiddenLayer(nn.Module):
     def __init__(
         self,
         linear: GroupedLinear,
+        *,
         batch_norm: bool,
         dropout: float,
         split: int = 1,
@@ -167,7 +168,15 @@ class BitMLP(nn.Module):
             filter_ = TaskFilter(R, T, hidden_dim, per_task_input=i > 0) if task_filter else None
             skip = residual and i > 0 and split == 1
             layers.append(
-                HiddenLayer(linear, batch_norm, dropout, split, filter_, skip, batch_norm_chunks)
+                HiddenLayer(
+                    linear,
+                    batch_norm=batch_norm,
+                    dropout=dropout,
+                    split=split,
+                    task_filter=filter_,
+                    residual=skip,
+                    batch_norm_chunks=batch_norm_chunks,
+                )  # fmt: skip
             )
             width = hidden_dim
         self.hidden = nn.ModuleList(layers)

@@ -129,10 +129,15 @@ class BitMappingModule(L.LightningModule):
         super().__init__()
         # Lightning's own entries in saved hyperparameters, passed back by load_from_checkpoint
         architecture = {k: v for k, v in architecture.items() if not k.startswith("_")}
-        check_settings(loss, loss_dropout, loss_reduction, telemetry_interval,
-                        accumulate_gradients, aggregator)  # fmt: skip
+        check_settings(
+            loss=loss, loss_dropout=loss_dropout, loss_reduction=loss_reduction,
+            telemetry_interval=telemetry_interval, accumulate_gradients=accumulate_gradients,
+            aggregator=aggregator,
+        )  # fmt: skip
         multitask.check_aggregator(aggregator)
-        multitask.check_scalarizer(scalarizer, num_bits, aggregator, loss_dropout)
+        multitask.check_scalarizer(
+            scalarizer, num_tasks=num_bits, aggregator=aggregator, loss_dropout=loss_dropout
+        )
         replicas.check_learning_rates(learning_rates)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
@@ -166,8 +171,9 @@ class BitMappingModule(L.LightningModule):
         rows = [seeds.index(seed) for seed in replica_seeds] if learning_rates else None
         self._replica_rows = None if rows is None else torch.tensor(rows)
         self.task_gradients = TaskGradients(
-            self.net, replica_seeds, loss_reduction, loss_dropout, aggregator, self.scalarizers,
-            telemetry_interval,
+            self.net, seeds=replica_seeds, reduction=loss_reduction, loss_dropout=loss_dropout,
+            aggregator=aggregator, scalarizers=self.scalarizers,
+            telemetry_interval=telemetry_interval,
         )  # fmt: skip
         self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(self.replicas))
         self.publisher = EpochPublisher(

@@ -114,7 +114,7 @@ def conflict_keys(num_tasks: int) -> list[str]:
 
 
 def check_scalarizer(
-    scalarizer: object, num_tasks: int, aggregator: object, loss_dropout: float
+    scalarizer: object, *, num_tasks: int, aggregator: object, loss_dropout: float
 ) -> None:
     if scalarizer is None:
         return

@@ -35,6 +35,7 @@ class TaskGradients:
     def __init__(
         self,
         net: BitMLP,
+        *,
         seeds: list[int],
         reduction: Reduction,
         loss_dropout: float,
@@ -193,7 +194,7 @@ class TaskGradients:
 
 
 def check_settings(
-    loss: str, loss_dropout: float, loss_reduction: str, telemetry_interval: int,
+    *, loss: str, loss_dropout: float, loss_reduction: str, telemetry_interval: int,
     accumulate_gradients: bool, aggregator: object,
 ) -> None:  # fmt: skip
     """Refuse objective settings that cannot work, naming the setting."""
