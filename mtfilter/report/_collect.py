@@ -3,6 +3,7 @@ runs' `run.json` and `summary.json` files."""
 
 import csv
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from mtfilter.folders import (
     read_json,
 )
 from mtfilter.record import metrics, summaries
+from mtfilter.record.metrics import Figure
 from mtfilter.record.summaries import Summary
 
 # Conflict telemetry columns: the run's mean over its measurements (empty where not measured),
@@ -34,15 +36,18 @@ def figure_columns() -> list[str]:
     """The figures' columns of results.csv, from `metrics.FIGURES`: `{column}_best` and
     `{column}_best_epoch` for a best value, `{column}_final` for a final one, `{column}_at_best`
     for one read at the epoch of the lowest val/loss."""
-    columns = []
-    for figure in metrics.FIGURES:
-        if figure.best:
-            columns += [f"{figure.column}_best", f"{figure.column}_best_epoch"]
-        if figure.final:
-            columns.append(f"{figure.column}_final")
-        if figure.at_best:
-            columns.append(f"{figure.column}_at_best")
-    return columns
+    return [column for figure in metrics.FIGURES for column, _ in _figure_fields(figure)]
+
+
+def _figure_fields(figure: Figure) -> Iterator[tuple[str, Callable[[Summary], Any]]]:
+    """One figure's results.csv columns, each with how a run's summary gives its value."""
+    if figure.best:
+        yield f"{figure.column}_best", lambda summary: summary.best(figure)[0]
+        yield f"{figure.column}_best_epoch", lambda summary: summary.best(figure)[1]
+    if figure.final:
+        yield f"{figure.column}_final", lambda summary: summary.final(figure)
+    if figure.at_best:
+        yield f"{figure.column}_at_best", lambda summary: summary.at_best(figure)
 
 
 # The representational floor (see mtfilter.nn.floor), per run.
@@ -103,15 +108,11 @@ def _row(
     status = summary.status
     if state.get("status") not in (None, "completed") and status == "completed":
         status = state["status"]  # a later attempt of the run is not finished
-    figures: dict[str, Any] = {}
-    for figure in metrics.FIGURES:
-        if figure.best:
-            best, epoch = summary.best(figure)
-            figures[f"{figure.column}_best"], figures[f"{figure.column}_best_epoch"] = best, epoch
-        if figure.final:
-            figures[f"{figure.column}_final"] = summary.final(figure)
-        if figure.at_best:
-            figures[f"{figure.column}_at_best"] = summary.at_best(figure)
+    figures = {
+        column: read(summary)
+        for figure in metrics.FIGURES
+        for column, read in _figure_fields(figure)
+    }
     floor = summary.floor or {}
     convergence = summary.convergence or {}
     return {
