@@ -112,7 +112,7 @@ class EpochPublisher:
                     tensorboard.write_scalar_rows(writer, keys, epochs, replica_values)
             else:
                 for epoch, row in zip(epochs.tolist(), values, strict=True):
-                    logger.log_metrics(_replica_metrics(keys, row, self.replicas), step=epoch)
+                    logger.log_metrics(replica_metrics(keys, row, self.replicas), step=epoch)
 
     def _write_cosine_images(self, loggers: list[Logger], epoch: int) -> None:
         cosines = self.conflicts.latest_cosines
@@ -124,7 +124,7 @@ class EpochPublisher:
                     tensorboard.write_cosine_image(writer, "conflict/cosine", matrix, epoch)
 
 
-def _replica_metrics(keys: list[str], row: np.ndarray, replicas: list[Replica]) -> dict[str, float]:
+def replica_metrics(keys: list[str], row: np.ndarray, replicas: list[Replica]) -> dict[str, float]:
     """Flatten a (R, K) row into logger metrics, prefixed by replica when there are several."""
     if len(replicas) == 1:
         return dict(zip(keys, row[0].tolist(), strict=True))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -30,7 +31,7 @@ from mtfilter.record import metrics, tensorboard
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
 from mtfilter.record.metrics import EpochFigures
-from mtfilter.record.publishing import EpochPublisher
+from mtfilter.record.publishing import EpochPublisher, replica_metrics
 from mtfilter.train import multitask
 from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
 from mtfilter.train.data import Batch, Epoch
@@ -350,12 +351,10 @@ class BitMappingModule(L.LightningModule):
         `self.log`, which would cost a host sync every epoch."""
         if self.epoch_log.num_epochs == 0:
             return
-        for key in self.epoch_log.keys:
-            if "/bit_" in key:
-                continue
-            for replica, value in zip(self.replicas, self.epoch_log.latest(key), strict=True):
-                prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
-                self.trainer.callback_metrics[prefix + key] = value.detach().clone()
+        keys = [key for key in self.epoch_log.keys if "/bit_" not in key]
+        row = np.stack([self.epoch_log.last(key) for key in keys], axis=1)  # (R, K), on the host
+        for name, value in replica_metrics(keys, row, self.replicas).items():
+            self.trainer.callback_metrics[name] = torch.tensor(value)
 
     @override
     def on_fit_end(self) -> None:

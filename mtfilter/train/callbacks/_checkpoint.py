@@ -267,11 +267,9 @@ class BestEpochCheckpoint(ModelCheckpoint):
 def _ended(trainer: L.Trainer, epoch: int, replicas: int) -> list[bool] | None:
     """Per replica, whether it ended before `epoch` (converged with a stop, see
     `ConvergenceSchedule.end_epochs`); None while none has."""
-    from mtfilter.train.callbacks._convergence import (
-        ConvergenceSchedule,  # a sibling: no cycle at import
-    )
+    from mtfilter.train.callbacks._convergence import schedule_of  # a sibling: no cycle
 
-    stop = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
+    stop = schedule_of(trainer)
     if stop is None or len(stop.end_epochs) != replicas:
         return None
     ended = [end is not None and epoch > end for end in stop.end_epochs]

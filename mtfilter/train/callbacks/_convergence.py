@@ -164,6 +164,12 @@ class ConvergenceSchedule(Callback):
             self.drop_epochs = [[] for _ in self.converged_epochs]
 
 
+def schedule_of(trainer: L.Trainer) -> "ConvergenceSchedule | None":
+    """The fit's convergence schedule, if it has one (the checkpoint, the summary and the
+    progress bar read its verdicts)."""
+    return next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
+
+
 def converged(
     values: np.ndarray, epochs: np.ndarray, epoch: int, rule: ConvergenceSchedule
 ) -> bool:

@@ -105,9 +105,9 @@ class EpochProgressBar(ProgressBar):
 def _stops_at_convergence(trainer: L.Trainer, max_epochs: int) -> bool:
     """Whether the convergence schedule can end the run before `max_epochs` (its first check
     comes after `patience` epochs)."""
-    from mtfilter.train.callbacks._convergence import ConvergenceSchedule  # a sibling
+    from mtfilter.train.callbacks._convergence import schedule_of  # a sibling
 
-    schedule = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
+    schedule = schedule_of(trainer)
     return (
         schedule is not None and schedule.enabled and schedule.stop
         and max_epochs > schedule.patience

@@ -15,7 +15,7 @@ from mtfilter.record import metrics, summaries, tensorboard
 from mtfilter.record.publishing import RecordsEpochs, recording
 from mtfilter.record.summaries import Summary
 from mtfilter.train.callbacks._checkpoint import BestEpochCheckpoint
-from mtfilter.train.callbacks._convergence import ConvergenceSchedule
+from mtfilter.train.callbacks._convergence import schedule_of
 from mtfilter.train.callbacks._interrupt import StopOnInterrupt
 
 
@@ -121,7 +121,7 @@ def run_summary(
     stacked replica that converged before its stack-mates ended there (see `ConvergenceSchedule`):
     its figures count the epochs up to that one, as its separate run's do."""
     log = record.epoch_log
-    convergence = next((c for c in trainer.callbacks if isinstance(c, ConvergenceSchedule)), None)
+    convergence = schedule_of(trainer)
     until = convergence.end_epochs if convergence is not None else None
     end = until[replica] if until and replica < len(until) else None
 
