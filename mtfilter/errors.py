@@ -19,3 +19,13 @@ class NonFiniteLossError(MtfilterError, FloatingPointError):
 
 class RunAborted(MtfilterError):
     """A second Ctrl-C: training stops at once, without finishing its epoch."""
+
+
+class RunStopped(MtfilterError):
+    """A stop signal (a scheduler's SIGTERM, say) that came while the current epoch could not end
+    before the scheduler kills the process: training stopped inside the epoch. `last.ckpt`, as
+    last written at the end of an earlier epoch, resumes it exactly."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

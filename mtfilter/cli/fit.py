@@ -18,6 +18,7 @@ from typing_extensions import override
 from mtfilter.cli import parse_errors
 from mtfilter.errors import CheckpointMismatchError, ConfigError
 from mtfilter.folders import SUMMARY_FILE, read_json
+from mtfilter.stop_signals import stopped_exit_status
 from mtfilter.train import threads
 from mtfilter.train.callbacks import (
     BestEpochCheckpoint,
@@ -66,7 +67,7 @@ class MtfilterCLI(LightningCLI):
         self._args = list(args) if args is not None else None
         # where a key was set, for error messages (default: the command line or a config file)
         self._origin = origin or parse_errors.origin_in(self._args or [])
-        self.exit_status = 0  # 130 when a fit was stopped by Ctrl-C (see mtfilter.cli)
+        self.exit_status = 0  # 128 + N when a fit was stopped by signal N (see mtfilter.cli)
         super().__init__(BitMappingModule, BitMappingDataModule, args=args, **kwargs)
 
     @override
@@ -158,9 +159,8 @@ class MtfilterCLI(LightningCLI):
         # `progress.*` always adds the epoch progress bar, which Lightning refuses beside
         # `enable_progress_bar: false`; that setting switches the bar off instead.
         quiet = self._subconfig().trainer.enable_progress_bar is False
-        trainer = super().instantiate_trainer(
-            **{**kwargs, **({"enable_progress_bar": True} if quiet else {})}
-        )
+        progress = {"enable_progress_bar": True} if quiet else {}
+        trainer = super().instantiate_trainer(**{**kwargs, **progress, **_slurm_plugins(kwargs)})
         if quiet:
             trainer.progress_bar_callback.disable()
         # Each callback costs ~30 us an epoch in hook calls at small widths: only what is used.
@@ -215,8 +215,9 @@ class MtfilterCLI(LightningCLI):
         if not self.trainer.is_global_zero or folder is None:
             return
         summary = read_json(Path(folder) / SUMMARY_FILE) or {}
-        if summary.get("status") == "stopped":  # by Ctrl-C, cleanly: resumable
-            self.exit_status = 130
+        stop = next(c for c in self.trainer.callbacks if isinstance(c, StopOnInterrupt))
+        if summary.get("status") == "stopped" and stop.signal is not None:  # cleanly: resumable
+            self.exit_status = stopped_exit_status(stop.signal)
         batch = self._subconfig().checkpoint.monitor == "train/batch_loss_min"
         print(fit_report(Path(folder), summary, batch), flush=True)
 
@@ -234,6 +235,18 @@ class MtfilterCLI(LightningCLI):
     def _print_metrics_folder(self, command: str) -> None:
         if self.trainer.is_global_zero and self.trainer.log_dir is not None:
             print(f"{command}: metrics logged to {self.trainer.log_dir} (TensorBoard)", flush=True)
+
+
+def _slurm_plugins(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Inside a SLURM job, Lightning's own requeueing off, unless the config sets plugins: on
+    SIGUSR1 it would write an `hpc_ckpt` and requeue the job from inside the fit. A stop signal
+    makes the fit write `last.ckpt` and stop instead (`StopOnInterrupt`), and a sweep's job
+    requeues itself once the fit has stopped (mtfilter.sweep._cluster_job)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if trainer_kwargs.get("plugins") or not SLURMEnvironment.detect():
+        return {}
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
 
 
 class PreflightCLI(MtfilterCLI):

@@ -2,8 +2,9 @@
 `fit.py`) and to `sweep`/`report`, and turns every user mistake into one line.
 
 Exit status: 0 done; 1 a run failed (e.g. a NaN loss); 2 bad input (nothing was run or
-written); 130 interrupted by Ctrl-C (a fit stopped cleanly at the end of an epoch and can be
-resumed; a sweep can be run again to go on).
+written); 128 + N stopped by signal N: 130 Ctrl-C, 143 SIGTERM (a scheduler's time limit or
+preemption), 129 SIGHUP, 138/140 SIGUSR1/2 (a fit stopped cleanly and resumes exactly from its
+`last.ckpt`; a sweep can be run again to go on).
 
 Heavy imports (torch, Lightning) happen inside the commands that need them, so `mtfilter
 --help` and `mtfilter report` start in a fraction of a second.
@@ -15,7 +16,8 @@ import warnings
 from typing import Any
 
 from mtfilter.cli import parse_errors
-from mtfilter.errors import ConfigError, MtfilterError, RunAborted
+from mtfilter.errors import ConfigError, MtfilterError, RunAborted, RunStopped
+from mtfilter.stop_signals import stopped_exit_status
 
 LIGHTNING_COMMANDS = {
     "fit": "train a model; writes a run folder (summary, checkpoints, TensorBoard)",
@@ -43,7 +45,8 @@ HELP = "\n".join(
         "  mtfilter fit --config configs/tiny.yaml",
         "  mtfilter sweep --config configs/sweep/quick.yaml --dry_run true",
         "",
-        "exit status: 0 done, 1 a run failed, 2 bad input, 130 interrupted (Ctrl-C)",
+        "exit status: 0 done, 1 a run failed, 2 bad input, 128+N stopped by signal N",
+        "  (130 Ctrl-C, 143 SIGTERM; resumable)",
     ]
 )
 
@@ -66,6 +69,9 @@ def main(args: list[str] | None = None) -> None:
     except RunAborted as error:
         print(f"mtfilter: {error}", file=sys.stderr)
         status = 130
+    except RunStopped as error:  # inside an epoch; resumable from last.ckpt
+        print(f"mtfilter: {error}", file=sys.stderr)
+        status = stopped_exit_status(error.signum)
     except KeyboardInterrupt:
         print("mtfilter: interrupted", file=sys.stderr)
         status = 130

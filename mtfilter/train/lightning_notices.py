@@ -8,6 +8,10 @@ import warnings
 # `log_every_n_steps` does not apply; the pytree deprecation is inside Lightning's own code.
 warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# On any machine with SLURM installed (a cluster's login node, a sweep's job) Lightning advises
+# launching with `srun`; a fit is one process, and a sweep's jobs run theirs (README, "Running
+# on SLURM").
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
 class _NoAdvertisements(logging.Filter):

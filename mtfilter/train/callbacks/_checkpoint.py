@@ -71,6 +71,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
         self.every_n_seconds = every_n_seconds
         self.max_write_fraction = max_write_fraction
         self.num_writes = 0
+        self.last_write_s = 0.0  # how long the last write took (a stop signal's grace counts it)
         self._next_write = math.inf
         self._names: list[str] = []  # state_dict entries tracked per replica
         self._live: list[Tensor] = []  # their (R, n) views of the live tensors
@@ -198,11 +199,11 @@ class BestEpochCheckpoint(ModelCheckpoint):
         start = time.monotonic()
         if last:
             self._check_finite(trainer)
-            trainer.save_checkpoint(self.last_path, weights_only=False)
+            _save_replacing(trainer, self.last_path, weights_only=False)
             self.last_model_path = self.last_path
         self._write_best(trainer)
         self.num_writes += 1
-        took = time.monotonic() - start
+        took = self.last_write_s = time.monotonic() - start
         self._next_write = time.monotonic() + max(
             self.every_n_seconds, took / self.max_write_fraction
         )
@@ -230,7 +231,9 @@ class BestEpochCheckpoint(ModelCheckpoint):
             "value": self._best_score.tolist(),
             "epoch": self.best_epochs(),
         }
-        trainer.strategy.save_checkpoint(checkpoint, self.best_path)
+        temporary = self.best_path + ".partial"
+        trainer.strategy.save_checkpoint(checkpoint, temporary)
+        _replace(trainer, temporary, self.best_path)
         self.best_model_path = self.best_path
         self.best_model_score = self._best_score.mean().cpu()
 
@@ -262,6 +265,19 @@ class BestEpochCheckpoint(ModelCheckpoint):
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass
+
+
+def _save_replacing(trainer: L.Trainer, path: str, weights_only: bool) -> None:
+    """`trainer.save_checkpoint` into a new file that then replaces `path`: a process killed
+    while writing (a scheduler's SIGKILL) leaves the previous checkpoint whole."""
+    temporary = path + ".partial"
+    trainer.save_checkpoint(temporary, weights_only=weights_only)
+    _replace(trainer, temporary, path)
+
+
+def _replace(trainer: L.Trainer, temporary: str, path: str) -> None:
+    if trainer.is_global_zero:  # the one process that wrote it
+        os.replace(temporary, path)
 
 
 def _ended(trainer: L.Trainer, epoch: int, replicas: int) -> list[bool] | None:

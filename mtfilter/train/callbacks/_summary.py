@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
-from mtfilter.errors import NonFiniteLossError, RunAborted
+from mtfilter.errors import NonFiniteLossError, RunAborted, RunStopped
 from mtfilter.record import metrics, summaries, tensorboard
 from mtfilter.record.publishing import RecordsEpochs, recording
 from mtfilter.record.summaries import Summary
@@ -64,7 +64,7 @@ class RunSummary(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         record = recording(pl_module)
         record.publish_epoch_log()
-        # stopped: by a Ctrl-C before the last epoch. Ending on convergence is completing.
+        # stopped: by a stop signal before the last epoch. Ending on convergence is completing.
         reached_end = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs
         interrupted = any(isinstance(c, StopOnInterrupt) and c.requested for c in trainer.callbacks)
         status = "stopped" if interrupted and not reached_end else "completed"
@@ -87,6 +87,8 @@ class RunSummary(Callback):
         status = "interrupted" if aborted else "failed"
         if isinstance(exception, NonFiniteLossError):
             status = "diverged"
+        elif isinstance(exception, RunStopped):  # inside an epoch; resumable from last.ckpt
+            status = "stopped"
         self._write(trainer, record, status, f"{type(exception).__name__}: {exception}")
 
     def _write(

@@ -1,0 +1,25 @@
+"""The signals that stop a fit cleanly, and the exit status they leave (light: no torch)."""
+
+import signal
+
+# Ctrl-C; what SLURM sends at a time limit or preemption (SIGTERM) and what it can be asked to
+# send ahead of it (`--signal`, SIGUSR1/2; submitit's jobs use SIGUSR2); a closed terminal.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)  # fmt: skip
+
+
+def stopped_exit_status(signum: int) -> int:
+    """Exit status of a fit stopped by signal `signum`: 128 + its number, as a shell reports a
+    process the signal ended (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + signum
+
+
+def stop_signal_of(exit_status: int) -> signal.Signals | None:
+    """The stop signal that ended a fit with `exit_status`, whether it stopped cleanly (128 + N)
+    or died of it before it could (-N, as `subprocess` reports it); None for any other end."""
+    for signum in STOP_SIGNALS:
+        if exit_status in (-signum, stopped_exit_status(signum)):
+            return signal.Signals(signum)
+    return None
