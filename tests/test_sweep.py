@@ -290,9 +290,11 @@ def epochs_logged(folder: Path) -> list[int]:
     return [step for step, _ in read_scalars(folder)["val/loss"]]
 
 
-def interrupted_sweep(tmp_path: Path, name: str, epochs: int, **init_args: object) -> tuple:
-    """A sweep of hidden 4 and 8, one run at a time, that the callback `name` Ctrl-Cs: it
-    exits 130. Returns its config and folder."""
+def interrupted_sweep(
+    tmp_path: Path, name: str, epochs: int, exit_status: int = 130, **init_args: object
+) -> tuple:
+    """A sweep of hidden 4 and 8, one run at a time, that the callback `name` Ctrl-Cs (or
+    signals): it exits `exit_status`. Returns its config and folder."""
     ctrl_c = callback(name, flag=str(tmp_path / "interrupted"), **init_args)
     config = write_sweep(
         tmp_path,
@@ -301,17 +303,21 @@ def interrupted_sweep(tmp_path: Path, name: str, epochs: int, **init_args: objec
         settings={"trainer.max_epochs": epochs, "trainer.callbacks": [ctrl_c]},
     )
     first = run_sweep(config)
-    assert first.returncode == 130, first.stderr[-2000:]
+    assert first.returncode == exit_status, first.stderr[-2000:]
     return config, tmp_path / "sweep"
 
 
 @pytest.mark.slow
-def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path):
-    config, folder = interrupted_sweep(tmp_path, "CtrlCTheSweep", epochs=30, at_epoch=3)
+@pytest.mark.parametrize(("name", "said"), [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+def test_interrupting_a_sweep_then_running_it_again_finishes_only_the_rest(tmp_path, name, said):
+    """Ctrl-C, or the SIGTERM a scheduler sends a sweep that runs inside a job: passed on."""
+    status = 128 + getattr(signal, name)
+    config, folder = interrupted_sweep(tmp_path, "CtrlCTheSweep", epochs=30, at_epoch=3,
+                                       signal=name, exit_status=status)  # fmt: skip
     found = states(folder)
     # largest first, one at a time: hidden 8 was running and stopped cleanly, 4 never started
     assert found["hidden_dim=8"]["status"] == "stopped"
-    assert found["hidden_dim=8"]["error"].startswith("stopped by Ctrl-C")  # as its summary says
+    assert found["hidden_dim=8"]["error"].startswith(f"stopped by {said}")  # as it ended
     assert found["hidden_dim=4"]["status"] == "pending"
     # the fit's StopOnInterrupt runs after the callback that waited for the Ctrl-C to arrive
     assert json.loads((folder / "hidden_dim=8" / "summary.json").read_text())["epochs"] == 3

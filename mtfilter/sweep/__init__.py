@@ -2,6 +2,7 @@
 locally or as a SLURM job array, optionally selecting a setting per point then confirming it on
 held-out seeds, with its report written at the end."""
 
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from jsonargparse.typing import Path_fr
 from mtfilter.cli.parse_errors import check_config_file
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid
+from mtfilter.stop_signals import stopped_exit_status
 from mtfilter.sweep._local import default_workers, run_locally
 from mtfilter.sweep._plan import (
     Run,
@@ -66,7 +68,8 @@ def sweep(
 
     Running the same sweep again skips runs that completed and continues the others (from
     their `last.ckpt` where they have one). A run that fails is recorded with its error and
-    the others go on; the exit status is 1 if any failed, 130 if interrupted.
+    the others go on; the exit status is 1 if any failed, 128 + N if signal N stopped it
+    (130: Ctrl-C).
 
     Args:
         base: The fit config every run starts from (relative paths: to the sweep config).
@@ -203,6 +206,7 @@ class Execution:
         self.started = time.monotonic()
         self.names: list[str] = []  # every run of this sweep, in the order planned
         self.finished = 0
+        self.stop_signal: int | None = None  # the signal that stopped the sweep, if one did
 
     def run(self, runs: list[Run], definition: dict[str, Any]) -> bool:
         """Run what is not finished yet; False when interrupted."""
@@ -218,9 +222,14 @@ class Execution:
         if self.executor == "local":
             count = self.workers or default_workers(self.runs_per_gpu)
             print(f"running locally, {count} at a time, largest first", flush=True)
-            return run_locally(todo, count, self.runs_per_gpu, self._on_done, self._on_wait)
-        return run_with_submitit(todo, self.folder, self.submitit or SubmititOptions(),
-                                 self._on_done)  # fmt: skip
+            self.stop_signal = run_locally(
+                todo, count, self.runs_per_gpu, self._on_done, self._on_wait
+            )
+            return self.stop_signal is None
+        all_ran = run_with_submitit(todo, self.folder, self.submitit or SubmititOptions(),
+                                    self._on_done)  # fmt: skip
+        self.stop_signal = None if all_ran else signal.SIGINT
+        return all_ran
 
     def _on_done(self, run_folder: Path, state: RunState) -> None:
         self.finished += state.status == FINISHED
@@ -248,7 +257,7 @@ class Execution:
         if not completed:
             print(f"interrupted: {len(unfinished)} runs unfinished; run the same command to go "
                   "on", file=sys.stderr)  # fmt: skip
-            return 130
+            return stopped_exit_status(self.stop_signal or signal.SIGINT)
         if failed:
             print(f"{len(failed)} of {total} runs failed: " + ", ".join(s.name for s in failed),
                   file=sys.stderr)  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mtfilter.folders import FIT_CONFIG, LOG_FILE, SUMMARY_FILE
 from mtfilter.record.summaries import read_status
+from mtfilter.stop_signals import stop_signal_of
 from mtfilter.sweep._state import FINISHED, RunLock, RunState, reconcile
 
 # Seconds between checks of a run folder locked by another process.
@@ -44,12 +45,14 @@ def execute(
     on_start: Callable[[subprocess.Popen], None] | None = None,
     on_wait: Callable[[Path, int | None], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    job_id: str | None = None,
 ) -> RunState | None:
-    """Run the fit of `folder` to its end and record how it went.
+    """Run the fit of `folder` to its end and record how it went (with `job_id`, the cluster
+    job that ran it, in its history).
 
-    If another live process holds the folder (a fit left running by a sweep that was killed),
-    wait for it (`on_wait` is told once) and run only if it did not complete. Returns None when
-    `should_stop` turns true while waiting.
+    If another live process holds the folder (a fit left running by a sweep that was killed,
+    or by a cluster job that is still ending), wait for it (`on_wait` is told once) and run
+    only if it did not complete. Returns None when `should_stop` turns true while waiting.
     """
     lock = RunLock(folder)
     if not lock.acquire():
@@ -64,7 +67,7 @@ def execute(
             lock.release()
             return state
     try:
-        return _run_locked(folder, lock, env, on_start)
+        return _run_locked(folder, lock, env, on_start, job_id)
     finally:
         lock.release()
 
@@ -74,6 +77,7 @@ def _run_locked(
     lock: RunLock,
     env: dict[str, str] | None,
     on_start: Callable[[subprocess.Popen], None] | None,
+    job_id: str | None,
 ) -> RunState:
     state = RunState.load(folder)
     state.status, state.error = "running", None
@@ -103,26 +107,22 @@ def _run_locked(
     outcome, error = read_status(folder) if written else (None, None)
     # The fit's summary is the truth: a completed fit stays completed whatever happened to its
     # process after it wrote it (a Ctrl-C landing during its last moments, say).
-    status = outcome or ("stopped" if code == -signal.SIGINT else "failed")
+    stop_signal = stop_signal_of(code)
+    status = outcome or ("stopped" if stop_signal is not None else "failed")
     state = RunState.load(folder)
     state.status, state.ended = status, time.time()
-    if status == "stopped":  # a Ctrl-C, once or twice: the run resumes where it stopped
-        state.error = error or "stopped by Ctrl-C: run the sweep again to go on from its last.ckpt"
+    if status == "stopped":  # a Ctrl-C or a scheduler's signal: it resumes where it stopped
+        name = "Ctrl-C" if stop_signal in (None, signal.SIGINT) else stop_signal.name
+        state.error = error or f"stopped by {name}: run the sweep again to go on from its last.ckpt"
     elif status != FINISHED:
         state.error = error or _error_in_log(folder / LOG_FILE, attempt_start, code)
     state.history.append(
         {"attempt": state.attempts, "status": status, "exit_code": code,
-         "seconds": round(state.ended - (state.started or state.ended), 3)}
+         "seconds": round(state.ended - (state.started or state.ended), 3),
+         **({"job": job_id} if job_id else {})}
     )  # fmt: skip
     state.save(folder)
     return state
-
-
-def execute_job(folder: str, threads: int | None = None) -> str:
-    """Entry point of a cluster job (submitit): run one folder, return its status."""
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
-    state = execute(Path(folder), env)
-    return state.status if state is not None else "running"
 
 
 def _written_since(path: Path, start: float | None) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mtfilter.stop_signals import STOP_SIGNALS
 from mtfilter.sweep._execute import execute
 from mtfilter.sweep._state import RunState, largest_first
 
@@ -30,12 +31,13 @@ def run_locally(
     runs_per_gpu: int,
     on_done: Callable[[Path, RunState], None],
     on_wait: Callable[[Path, int | None], None] | None = None,
-) -> bool:
-    """Run every folder; returns False if interrupted (Ctrl-C) before all of them ran.
+) -> int | None:
+    """Run every folder; returns None when all of them ran, else the signal that stopped it.
 
-    The first Ctrl-C lets running fits finish their current epoch and stop cleanly (they keep
-    `last.ckpt`, so running the sweep again continues them); no new run starts. A folder still
-    held by a fit of an earlier sweep is waited for (`on_wait`), taking a worker meanwhile.
+    The first Ctrl-C (or a scheduler's SIGTERM, see `STOP_SIGNALS`) is passed on to the running
+    fits, which stop cleanly (they keep `last.ckpt`, so running the sweep again continues them);
+    no new run starts. A second Ctrl-C aborts them. A folder still held by a fit of an earlier
+    sweep is waited for (`on_wait`), taking a worker meanwhile.
     """
     gpus = torch.cuda.device_count()
     slots: queue.Queue[dict[str, str]] = queue.Queue()
@@ -47,14 +49,15 @@ def run_locally(
         for _ in range(workers):
             slots.put({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     stopping = threading.Event()
+    stopped_by: list[int] = []  # the signals received, in order
     running: set[subprocess.Popen] = set()
     lock = threading.Lock()
 
     def started(process: subprocess.Popen) -> None:
         with lock:
             running.add(process)
-            if stopping.is_set():  # Ctrl-C came while it was starting
-                process.send_signal(signal.SIGINT)
+            if stopping.is_set():  # the signal came while it was starting
+                process.send_signal(stopped_by[0])
 
     def task(folder: Path) -> RunState | None:
         if stopping.is_set():
@@ -65,18 +68,22 @@ def run_locally(
         finally:
             slots.put(env)
 
-    def interrupt_running() -> None:
-        stopping.set()
+    def pass_on(signum: int) -> None:
         with lock:
+            stopped_by.append(signum)
+            stopping.set()
             for process in running:
                 if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
+                    process.send_signal(signum)
 
     order = largest_first(folders)
-    interrupted = False
     if threading.current_thread() is threading.main_thread():
-        # Ctrl-C must reach us even when started from a shell that ignores it in background jobs
+        # Ctrl-C must reach us even when started from a shell that ignores it in background
+        # jobs; the other stop signals end the sweep as it does.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in STOP_SIGNALS:
+            if signum != signal.SIGINT:
+                signal.signal(signum, _raise_stop)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures: dict[Future, Path] = {pool.submit(task, folder): folder for folder in order}
         pending = set(futures)
@@ -84,11 +91,22 @@ def run_locally(
             try:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:  # first: finish the epoch; second: abort the fits
-                interrupted = True
-                interrupt_running()
+                pass_on(signal.SIGINT)
+                continue
+            except _StopSignal as stop:
+                pass_on(stop.signum)
                 continue
             for future in done:
                 state = future.result()
                 if state is not None:
                     on_done(futures[future], state)
-    return not interrupted
+    return stopped_by[0] if stopped_by else None
+
+
+class _StopSignal(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _StopSignal(signum)
