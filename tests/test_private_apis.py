@@ -94,3 +94,26 @@ def test_torchjd_gramian_weighting():
     assert isinstance(aggregator, GramianWeightedAggregator)
     weights = aggregator.gramian_weighting(torch.eye(3))
     assert weights.shape == (3,)
+
+
+def test_submitit_watcher_and_requeue_handler():
+    import signal
+
+    from submitit.core import job_environment
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    from mtfilter.sweep import _cluster_job, _submitit
+
+    assert isinstance(SlurmJob.watcher, SlurmInfoWatcher)  # a class attribute, shadowed per job
+    watcher = _submitit._squeue_watcher()
+    assert watcher._make_command() is None  # nothing registered: nothing to ask
+    watcher.register_job("12_0")
+    watcher.register_job("12_1")
+    assert {"12_0", "12_1"} <= watcher._registered and not watcher._finished
+    assert watcher._make_command()[0] == "squeue"
+    info = watcher.read_info("12_0|RUNNING|vm\n13|PENDING|\n")
+    assert info["12_0"]["State"] == "RUNNING" and info["12_1"]["State"] == "ENDED"
+    assert job_environment.SignalHandler.__name__ == "SignalHandler"
+    handler = job_environment.SignalHandler.checkpoint_and_try_requeue
+    assert list(inspect.signature(handler).parameters) == ["self", "signum", "frame"]
+    assert _cluster_job._requeue_signal() == signal.SIGUSR2  # submitit's default

@@ -1,13 +1,16 @@
 """Cluster execution through submitit: the runs as one SLURM job array (or submitit's local mode
-for trying it out), each job running one run folder exactly as the local executor would."""
+for trying it out), each job running one run folder exactly as the local executor would, and
+requeued to resume when it is preempted or its time limit nears (see `_cluster_job`)."""
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mtfilter.errors import ConfigError
-from mtfilter.sweep._execute import execute_job
+from mtfilter.sweep._cluster_job import FitJob
 from mtfilter.sweep._state import RunState, largest_first
 
 
@@ -65,8 +68,10 @@ def run_with_submitit(
     executor.update_parameters(**parameters)
     order = largest_first(folders)
     jobs = executor.map_array(
-        execute_job, [str(folder) for folder in order], [options.cpus_per_task] * len(order)
+        FitJob(), [str(folder) for folder in order], [options.cpus_per_task] * len(order)
     )
+    if executor.cluster == "slurm":
+        _read_states_without_sacct(jobs)
     by_job = {job.job_id: folder for job, folder in zip(jobs, order, strict=True)}
     try:
         for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
@@ -85,3 +90,63 @@ def run_with_submitit(
                 job.cancel(check=False)
         return False
     return True
+
+
+def _read_states_without_sacct(jobs: list[Any]) -> None:
+    """submitit reads job states from sacct, which fails on a cluster without SLURM's accounting
+    database, with a warning at every poll and no state ever read. There, these jobs read
+    theirs from squeue instead (one line says so). submitit has no option for this: each job
+    gets its own watcher (`watcher`, a class attribute of submitit's jobs, shadowed here)."""
+    problem = _sacct_problem()
+    if problem is None:
+        return
+    print(f"job states come from squeue (sacct is unavailable: {problem})", flush=True)
+    watcher = _squeue_watcher()
+    for job in jobs:
+        job.watcher = watcher
+        watcher.register_job(job.job_id)
+
+
+def _sacct_problem() -> str | None:
+    """Why sacct cannot report job states here (its own words), or None when it can."""
+    if shutil.which("sacct") is None:
+        return "no sacct command"
+    try:
+        done = subprocess.run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as error:
+        return str(error)
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[0] if lines else f"exit status {done.returncode}"
+
+
+def _squeue_watcher() -> Any:
+    """A submitit watcher of SLURM job states that asks squeue."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class SqueueInfoWatcher(SlurmInfoWatcher):
+        """Job states from `squeue`: every job of this user, one line per array task. A job
+        squeue no longer lists has ended (it keeps ended jobs for MinJobAge, 300 s by default);
+        whether it succeeded is in the job's result file, which submitit reads first."""
+
+        def _make_command(self) -> list[str] | None:
+            if not self._registered - self._finished:
+                return None
+            return ["squeue", "-h", "-r", "--states=all", "-u", _user(), "-o", "%i|%T|%N"]
+
+        def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+            text = string.decode() if isinstance(string, bytes) else string
+            info = super().read_info("JobID|State|NodeList\n" + text)
+            for job_id in self._registered - self._finished:
+                info.setdefault(job_id, {"JobID": job_id, "State": "ENDED", "NodeList": ""})
+            return info
+
+    return SqueueInfoWatcher(delay_s=60)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
