@@ -90,8 +90,8 @@ class KillTheSweep(L.Callback):
 class StopSignalAtEpoch(L.Callback):
     """At the end of epoch `at_epoch`, the first time only (marked by the file `flag`): a stop
     signal for this fit. `sender="self"` sends `signal` to this process; `sender="test"` writes
-    this process's SLURM job id (its pid outside SLURM) into `flag` and waits for the test to
-    send it (`scancel`, `kill`)."""
+    this process's SLURM job id (its pid outside SLURM) and its run folder, a line each, into
+    `flag` and waits for the test to send it (`scancel`, `kill`)."""
 
     def __init__(self, flag: str, at_epoch: int = 3, signal: str = "SIGTERM",
                  sender: str = "self") -> None:  # fmt: skip
@@ -107,7 +107,8 @@ class StopSignalAtEpoch(L.Callback):
             job = f"{env.get('SLURM_ARRAY_JOB_ID')}_{env.get('SLURM_ARRAY_TASK_ID')}"
             if "SLURM_ARRAY_JOB_ID" not in env:
                 job = env.get("SLURM_JOB_ID", str(os.getpid()))
-            Path(self.flag).write_text(job)
+            Path(self.flag + ".partial").write_text(f"{job}\n{trainer.log_dir}")
+            os.replace(self.flag + ".partial", self.flag)  # whole when it appears
         stop = next(c for c in trainer.callbacks if isinstance(c, StopOnInterrupt))
         _wait_for(lambda: stop.requested, f"a {self.signal}")
 

@@ -4,6 +4,7 @@ mode everywhere; on a real single-node SLURM where one runs (`.ci/slurm-up`, tes
 `slurm`)."""
 
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -65,14 +66,14 @@ def local_figures(tmp_path_factory) -> dict[str, dict[str, str]]:
     return figures(folder / "sweep")
 
 
-def assert_one_requeued_then_all_completed(sweep: Path) -> dict:
+def assert_one_requeued_then_all_completed(sweep: Path, exit_code: int = 143) -> dict:
     found = states(sweep)
     assert {s["status"] for s in found.values()} == {"completed"}
     attempts = sorted(s["attempts"] for s in found.values())
     assert attempts == [1, 2]  # one run stopped and resumed, the other ran once
     stopped = next(s for s in found.values() if s["attempts"] == 2)
     assert [h["status"] for h in stopped["history"]] == ["stopped", "completed"]
-    assert stopped["history"][0]["exit_code"] == 143  # a clean stop on SIGTERM
+    assert stopped["history"][0]["exit_code"] == exit_code  # a clean stop on the signal
     return stopped
 
 
@@ -105,17 +106,26 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+def lock_is_free(run: Path) -> bool:
+    """Whether no process holds the run folder's lock (see mtfilter.sweep._state.RunLock)."""
+    with open(run / "run.lock") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+
 def squeue_state(job: str) -> str:
     found = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                            text=True, timeout=30)  # fmt: skip
     return found.stdout.strip()
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_a_sweep_through_slurm_requeues_a_sigtermed_job_and_equals_the_local_one(
-    tmp_path, local_figures
-):
+def start_slurm_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A 2-run sweep through SLURM whose fits wait at epoch 300 (the first to get there) for
+    the test's signal; returns the sweep's process and the file that will name the job."""
     problem = slurm_problem()
     if problem:
         pytest.skip(problem)
@@ -127,27 +137,72 @@ def test_a_sweep_through_slurm_requeues_a_sigtermed_job_and_equals_the_local_one
     command = [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
     sweep = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return sweep, flag
+
+
+def finish(sweep: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
     try:
-        wait_for(lambda: flag.exists() and flag.read_text(), "a fit to reach epoch 300")
-        job = flag.read_text()
-        # What SLURM sends at preemption, and what `scancel --signal=TERM` sends a job's steps
-        subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
-        wait_for(lambda: squeue_state(job) == "PENDING", f"job {job} to be requeued")
-        # SLURM holds a requeued job for two minutes before it may start again; not waited for
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
-                       timeout=30)  # fmt: skip
-        out, err = sweep.communicate(timeout=600)
+        return sweep.communicate(timeout=timeout)
     finally:
         if sweep.poll() is None:
             sweep.kill()
             subprocess.run(["scancel", "--name", "submitit"], timeout=30)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    ["SIGTERM", "SIGUSR2"],  # preemption; the warning submitit asks for before a time limit
+)
+def test_a_sweep_through_slurm_requeues_a_signalled_job_and_equals_the_local_one(
+    tmp_path, local_figures, name
+):
+    sweep, flag = start_slurm_sweep(tmp_path)
+    try:
+        wait_for(flag.exists, "a fit to reach epoch 300")
+        job, run = flag.read_text().split("\n")
+        # `scancel --signal` signals every process of the job's steps, as SLURM does
+        subprocess.run(["scancel", f"--signal={name.removeprefix('SIG')}", job], check=True,
+                       timeout=30)  # fmt: skip
+        wait_for(lambda: squeue_state(job) == "PENDING", f"job {job} to be requeued")
+        # SLURM holds a requeued job for two minutes before it may start again, so that the
+        # node is done with its last run; here: until the last run's processes have ended
+        # (they hold the run's lock), then a moment for SLURM to clean up after them
+        wait_for(lambda: lock_is_free(Path(run)), f"job {job}'s processes to end")
+        time.sleep(5)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
+                       timeout=30)  # fmt: skip
+    finally:
+        out, err = finish(sweep)
     assert sweep.returncode == 0, err[-3000:]
-    stopped = assert_one_requeued_then_all_completed(tmp_path / "sweep")
+    signum = 15 if name == "SIGTERM" else 12
+    stopped = assert_one_requeued_then_all_completed(tmp_path / "sweep", 128 + signum)
     assert [h["job"] for h in stopped["history"]] == [job, job]  # the same job, requeued
     assert figures(tmp_path / "sweep") == local_figures
     # no stream of sacct warnings on a cluster without accounting: one line instead
     assert "Bypassing sacct error" not in out + err
     assert out.count("job states come from squeue") == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_cancelled_job_is_not_requeued(tmp_path):
+    """`scancel JOB` (no --signal) cancels: the fit stops cleanly, and the job stays gone."""
+    sweep, flag = start_slurm_sweep(tmp_path)
+    try:
+        wait_for(flag.exists, "a fit to reach epoch 300")
+        job = flag.read_text().split("\n")[0]
+        subprocess.run(["scancel", job], check=True, timeout=30)
+    finally:
+        out, err = finish(sweep)
+    assert sweep.returncode == 1, err[-3000:]  # one run did not finish
+    found = states(tmp_path / "sweep")
+    cancelled = next(s for s in found.values() if s["history"][0].get("job") == job)
+    assert cancelled["status"] == "stopped" and cancelled["attempts"] == 1
+    assert cancelled["history"][0]["exit_code"] == 143
+    assert "did not finish" in err
+    assert squeue_state(job) in ("", "CANCELLED", "COMPLETED")
 
 
 def test_the_slurm_example_is_the_readme_s_and_plans_without_a_cluster(capsys):
