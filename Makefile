@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv with mtfilter and its test tools
 
 fit: $(STAMP)  ## train one run: make fit CONFIG=configs/st.yaml ARGS="--trainer.max_epochs 50"
-	@# make exits 2 whenever a recipe fails: say the command's own status (130: stopped, resumable)
+	@# make exits 2 whenever a recipe fails: say the command's own status (128+N: stopped by signal N)
 	@$(BIN)/mtfilter fit --config $(CONFIG) $(ARGS) || { status=$$?; \
 		echo "make: mtfilter fit exited with status $$status (see mtfilter --help)" >&2; \
 		exit $$status; }
