@@ -392,6 +392,19 @@ def test_two_settings_of_a_key_are_compared_point_by_point_paired_by_seed():
     assert difference.low == pytest.approx(difference.high)  # the same shift on every seed
 
 
+def test_a_key_set_for_some_points_only_sorts_beside_the_others():
+    """optimum.yaml's UPGrad points set model.aggregator; the others leave it None."""
+    from mtfilter.report._contrast import contrast
+
+    rows = [{"status": "completed", "model.hidden_dim": 8, "model.layout": "mt",
+             "model.loss": loss, "model.aggregator": aggregator, "seed_everything": 0,
+             "converged": True, "val_bit_error_best": 0.1}
+            for loss in ("l1", "bce") for aggregator in (None, "UPGrad")]  # fmt: skip
+    keys = ["model.hidden_dim", "model.layout", "model.loss", "model.aggregator"]
+    results = contrast(rows, keys, "bit_error", "model.loss", "model.hidden_dim", "model.layout")
+    assert [r.section_name for r in results] == ["", "aggregator=UPGrad"]
+
+
 def test_the_transition_is_where_mt_stays_within_noise_of_st():
     from mtfilter.report._stats import WidthComparison, transition
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from mtfilter.folders import SEED_KEY
 from mtfilter.report._metric import METRICS
-from mtfilter.report._stats import Estimate, converged, hashable, section_keys, sort_key
+from mtfilter.report._stats import (
+    Estimate,
+    converged,
+    hashable,
+    section_keys,
+    section_sort_key,
+    sort_key,
+)
 
 
 @dataclass
@@ -45,7 +52,7 @@ def contrast(
         order[value] = None
         table[point][value][row.get(SEED_KEY)] = float(compared.best(row))
     result = []
-    for point in sorted(table, key=lambda p: (p[0], sort_key(p[1]), str(p[2]))):
+    for point in sorted(table, key=lambda p: (section_sort_key(p[0]), sort_key(p[1]), str(p[2]))):
         by_value = table[point]
         levels = sorted((v for v in order if v in by_value), key=sort_key)
         first = levels[0]

@@ -19,6 +19,7 @@ from mtfilter.report._stats import (
     Report,
     Transition,
     WidthComparison,
+    section_sort_key,
     sort_key,
     transition,
     verdict,
@@ -305,7 +306,9 @@ def _choices_section(choices: list[Choice], keys: list[str], width_name: str) ->
         "exact-match error | mt floor |",
         "|" + " --- |" * 9,
     ]
-    for c in sorted(choices, key=lambda c: (c.section, sort_key(c.width), str(c.layout))):
+    for c in sorted(
+        choices, key=lambda c: (section_sort_key(c.section), sort_key(c.width), str(c.layout))
+    ):
         candidates = ", ".join(
             f"{name}: {'diverged' if not math.isfinite(mean) else f'{mean:.4f}'}"
             for name, mean in _in_order(c)

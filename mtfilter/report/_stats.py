@@ -305,3 +305,9 @@ def hashable(value: Any) -> Any:
 
 def sort_key(value: Any) -> tuple:
     return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def section_sort_key(section: tuple) -> tuple:
+    """Sections in order, whatever their values: a key set for some points only (an
+    aggregator, say) is None elsewhere, which Python will not compare with a name."""
+    return tuple(sort_key(value) for value in section)
