@@ -1,5 +1,6 @@
 """The signals that stop a fit cleanly, and the exit status they leave (light: no torch)."""
 
+import os
 import signal
 
 # Ctrl-C; what SLURM sends at a time limit or preemption (SIGTERM) and what it can be asked to
@@ -23,3 +24,28 @@ def stop_signal_of(exit_status: int) -> signal.Signals | None:
         if exit_status in (-signum, stopped_exit_status(signum)):
             return signal.Signals(signum)
     return None
+
+
+def terminal_outputs() -> list[int]:
+    """Standard output and error where they are a terminal (ask before it may hang up: a closed
+    terminal no longer says it is one)."""
+    outputs = []
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                outputs.append(fd)
+        except OSError:
+            pass
+    return outputs
+
+
+def leave_closed_terminal(outputs: list[int]) -> None:
+    """After SIGHUP (the terminal was closed): `outputs` (see `terminal_outputs`) now go to
+    /dev/null, as under `nohup`, so that printing later cannot fail with EIO halfway through a
+    clean stop."""
+    if not outputs:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in outputs:
+        os.dup2(devnull, fd)
+    os.close(devnull)

@@ -126,3 +126,36 @@ def test_a_signal_before_any_epoch_ended_says_the_run_starts_over(run_dir, capsy
     assert status == 143
     assert "no checkpoint was written yet" in capsys.readouterr().err
     assert read_summary(run_dir / "lightning_logs" / "version_0")["status"] == "stopped"
+
+
+@pytest.mark.slow
+def test_closing_the_terminal_stops_a_fit_cleanly(run_dir):
+    """A fit whose terminal closes gets SIGHUP, and its terminal is gone: what it prints next
+    must not fail (EIO) halfway through the stop."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    flag = run_dir / "ready"
+    stop = callback("StopSignalAtEpoch", flag=str(flag), at_epoch=7, sender="test")
+    command = [sys.executable, "-m", "mtfilter.cli", "fit", "--config", str(TINY),
+               "--trainer.max_epochs", "50", "--trainer.callbacks", stop]  # fmt: skip
+    master, terminal = pty.openpty()
+
+    def own_the_terminal() -> None:  # the fit leads a session whose terminal this is
+        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+
+    fit = subprocess.Popen(command, cwd=run_dir, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           stdin=terminal, stdout=terminal, stderr=terminal,
+                           start_new_session=True, preexec_fn=own_the_terminal)  # fmt: skip
+    os.close(terminal)
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert fit.poll() is None and time.monotonic() < deadline
+        if select.select([master], [], [], 0.05)[0]:  # drained, as a terminal window would
+            os.read(master, 65536)
+    os.close(master)  # the window closes: the kernel sends the session SIGHUP
+    assert fit.wait(timeout=120) == 129
+    summary = read_summary(run_dir / "lightning_logs" / "version_0")
+    assert summary["status"] == "stopped" and summary["epochs"] == 7

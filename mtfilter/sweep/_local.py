@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mtfilter.stop_signals import STOP_SIGNALS
+from mtfilter.stop_signals import STOP_SIGNALS, leave_closed_terminal, terminal_outputs
 from mtfilter.sweep._execute import execute
 from mtfilter.sweep._state import RunState, largest_first
 
@@ -81,9 +81,16 @@ def run_locally(
         # Ctrl-C must reach us even when started from a shell that ignores it in background
         # jobs; the other stop signals end the sweep as it does.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        outputs = terminal_outputs()
+
+        def raise_stop(signum: int, frame: object) -> None:
+            if signum == getattr(signal, "SIGHUP", None):
+                leave_closed_terminal(outputs)
+            raise _StopSignal(signum)
+
         for signum in STOP_SIGNALS:
             if signum != signal.SIGINT:
-                signal.signal(signum, _raise_stop)
+                signal.signal(signum, raise_stop)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures: dict[Future, Path] = {pool.submit(task, folder): folder for folder in order}
         pending = set(futures)
@@ -106,7 +113,3 @@ def run_locally(
 class _StopSignal(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    raise _StopSignal(signum)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from typing_extensions import override
 
 from mtfilter.errors import RunAborted, RunStopped
-from mtfilter.stop_signals import STOP_SIGNALS
+from mtfilter.stop_signals import STOP_SIGNALS, leave_closed_terminal, terminal_outputs
 
 # SLURM waits 30 s (its default KillWait) between SIGTERM and SIGKILL; ending the epoch and
 # writing the checkpoint must fit well inside that, leaving time for the summary and the exit.
@@ -45,6 +45,7 @@ class StopOnInterrupt(Callback):
         self.grace_s = GRACE_S if grace_s is None else grace_s
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self._terminal_outputs: list[int] = []
         self._trainer: L.Trainer | None = None
         self._epoch_start: float | None = None
         self._epoch_s: float | None = None  # how long the last complete epoch took
@@ -63,6 +64,7 @@ class StopOnInterrupt(Callback):
         if sys.platform == "win32" or not _in_main_thread():
             return
         self._trainer = trainer
+        self._terminal_outputs = terminal_outputs()
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
@@ -74,6 +76,8 @@ class StopOnInterrupt(Callback):
             return  # schedulers repeat their signals; the stop is under way
         self.signal = signum
         name = signal.Signals(signum).name
+        if signum == getattr(signal, "SIGHUP", None):
+            leave_closed_terminal(self._terminal_outputs)
         if signum != signal.SIGINT and not self._epoch_ends_in_time():
             self._stop_inside = True
             if self._in_step:
