@@ -29,14 +29,7 @@ def stop_signal_of(exit_status: int) -> signal.Signals | None:
 def terminal_outputs() -> list[int]:
     """Standard output and error where they are a terminal (ask before it may hang up: a closed
     terminal no longer says it is one)."""
-    outputs = []
-    for fd in (1, 2):
-        try:
-            if os.isatty(fd):
-                outputs.append(fd)
-        except OSError:
-            pass
-    return outputs
+    return [fd for fd in (1, 2) if os.isatty(fd)]
 
 
 def leave_closed_terminal(outputs: list[int]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.stop_signals import STOP_SIGNALS
-from mtfilter.sweep._execute import execute
+from mtfilter.sweep._execute import execute, threads_env
 
 
 class FitJob:
@@ -27,7 +27,7 @@ class FitJob:
         self._fit: subprocess.Popen | None = None
 
     def __call__(self, folder: str, threads: int | None = None) -> str:
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+        env = threads_env(threads) if threads else {}
         job_id = _job_id()
         requeue = _submitit_requeue_handler()
         if requeue is not None:

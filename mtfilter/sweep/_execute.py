@@ -24,6 +24,11 @@ from mtfilter.sweep._state import FINISHED, RunLock, RunState, reconcile
 LOCK_POLL_S = 1.0
 
 
+def threads_env(threads: int) -> dict[str, str]:
+    """The environment that gives a fit's process `threads` CPU threads."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def fit_command(folder: Path) -> list[str]:
     """The run's fit, logging into its own folder; continued from `last.ckpt` when an earlier
     attempt left one (resuming is exact: see the README)."""

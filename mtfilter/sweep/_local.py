@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mtfilter.stop_signals import STOP_SIGNALS, leave_closed_terminal, terminal_outputs
-from mtfilter.sweep._execute import execute
+from mtfilter.sweep._execute import execute, threads_env
 from mtfilter.sweep._state import RunState, largest_first
 
 
@@ -47,7 +47,7 @@ def run_locally(
     else:
         threads = max(1, (torch.get_num_threads() or 1) // workers)
         for _ in range(workers):
-            slots.put({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+            slots.put(threads_env(threads))
     stopping = threading.Event()
     stopped_by: list[int] = []  # the signals received, in order
     running: set[subprocess.Popen] = set()

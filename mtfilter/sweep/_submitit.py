@@ -2,6 +2,7 @@
 for trying it out), each job running one run folder exactly as the local executor would, and
 requeued to resume when it is preempted or its time limit nears (see `_cluster_job`)."""
 
+import getpass
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -134,7 +135,7 @@ def _squeue_watcher() -> Any:
         def _make_command(self) -> list[str] | None:
             if not self._registered - self._finished:
                 return None
-            return ["squeue", "-h", "-r", "--states=all", "-u", _user(), "-o", "%i|%T|%N"]
+            return ["squeue", "-h", "-r", "--states=all", "-u", getpass.getuser(), "-o", "%i|%T|%N"]
 
         def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
             text = string.decode() if isinstance(string, bytes) else string
@@ -144,9 +145,3 @@ def _squeue_watcher() -> Any:
             return info
 
     return SqueueInfoWatcher(delay_s=60)
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()

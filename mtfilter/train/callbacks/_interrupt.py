@@ -81,7 +81,7 @@ class StopOnInterrupt(Callback):
         if signum != signal.SIGINT and not self._epoch_ends_in_time():
             self._stop_inside = True
             if self._in_step:
-                raise self._stopped_inside(name)
+                raise self._stopped_inside()
             return
         if rank_zero_only.rank == 0:  # on a line of its own, below the progress bar
             again = " (press Ctrl-C again to abort now)" if signum == signal.SIGINT else ""
@@ -98,9 +98,9 @@ class StopOnInterrupt(Callback):
         left = self._epoch_s - (time.monotonic() - self._epoch_start)
         return max(left, 0.0) + _last_write_s(trainer) <= self.grace_s
 
-    def _stopped_inside(self, name: str) -> RunStopped:
+    def _stopped_inside(self) -> RunStopped:
         assert self._trainer is not None and self.signal is not None
-        trainer = self._trainer
+        trainer, name = self._trainer, signal.Signals(self.signal).name
         epoch = trainer.current_epoch + 1
         took = (
             f"an epoch took {self._epoch_s:.1f} s" if self._epoch_s is not None
@@ -130,7 +130,7 @@ class StopOnInterrupt(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._stop_inside:  # the signal came between two steps
-            raise self._stopped_inside(signal.Signals(self.signal or 0).name)
+            raise self._stopped_inside()
         self._in_step = True
 
     @override
