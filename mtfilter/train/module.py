@@ -272,7 +272,8 @@ class BitMappingModule(L.LightningModule):
         # After the Trainer's own zero_grad, which follows restoring the checkpoint.
         for name, gradient in (self._restored.pop("gradients", None) or {}).items():
             parameter = self.get_parameter(name)
-            parameter.grad = gradient.to(parameter.device)
+            # contiguous: a checkpoint keeps a view's strides, which fused Adam misreads
+            parameter.grad = gradient.to(parameter.device).contiguous()
 
     @override
     def on_train_epoch_start(self) -> None:

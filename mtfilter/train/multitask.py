@@ -63,11 +63,15 @@ def aggregate(matrices: Tensor, aggregator: Aggregator) -> Tensor:
 
 
 def set_shared_gradients(directions: Tensor, shared: list[nn.Parameter]) -> None:
-    """Write (R, P) update directions into the shared parameters' `.grad`."""
+    """Write (R, P) update directions into the shared parameters' `.grad`, each contiguous.
+
+    A parameter's slice of every replica's row is a strided view of `directions` when R > 1;
+    torch's fused Adam on the CPU (2.13) reads a `.grad` as if it were contiguous, so a view would
+    step each parameter along a scramble of the others' directions."""
     replicas = directions.shape[0]
     parts = directions.split([p.numel() // replicas for p in shared], dim=1)
     for parameter, part in zip(shared, parts, strict=True):
-        parameter.grad = part.reshape(parameter.shape)
+        parameter.grad = part.reshape(parameter.shape).contiguous()
 
 
 def conflict_figures(matrices: Tensor) -> tuple[Tensor, Tensor]:
