@@ -137,6 +137,27 @@ def test_seeds_as_an_axis_are_stacked_when_small_and_split_when_large():
     assert len(split) == 4
 
 
+def test_a_run_planned_again_in_one_process_is_not_resolved_again(monkeypatch, tmp_path):
+    # each wave of select-then-confirm plans the earlier waves' runs again
+    import mtfilter.cli.fit
+
+    built = []
+    real = mtfilter.cli.fit.PreflightCLI
+    monkeypatch.setattr(
+        mtfilter.cli.fit, "PreflightCLI", lambda *a, **k: built.append(1) or real(*a, **k)
+    )
+    base = tmp_path / "base.yaml"
+    base.write_bytes(TINY.read_bytes())
+    grid = {"model.hidden_dim": [4, 6], "model.optimizer.init_args.lr": [0.01]}
+    first = plan(base, grid, {}, "auto", "cpu")
+    assert len(built) == 2
+    again = plan(base, grid, {}, "auto", "cpu")
+    assert len(built) == 2 and [r.config for r in again] == [r.config for r in first]
+    base.write_text(TINY.read_text() + "\n# an edit\n")  # another base file: resolved anew
+    plan(base, grid, {}, "auto", "cpu")
+    assert len(built) == 4
+
+
 def test_every_run_is_resolved_and_checked_before_anything_starts():
     with pytest.raises(ConfigError, match="hiden_dim"):
         plan(TINY, {"model.hiden_dim": [8]}, {}, "auto")

@@ -173,15 +173,33 @@ def run_settings(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# preflight's results in this process, by base file (its path and bytes), settings and grid keys:
+# each wave of a select-then-confirm sweep plans the earlier waves' runs again, and a PreflightCLI
+# costs 0.5-1 s on a 2-core CPU (~550 of them for the optimum study's four phases, unmemoised)
+_PREFLIGHTS: dict[str, tuple[str, Any, int, int]] = {}
+
+
 def preflight(
     base: Path, settings: dict[str, Any], grid: list[str] | tuple[str, ...] = ()
 ) -> tuple[str, Any, int, int]:
     """Everything `mtfilter fit --config BASE --key value ...` would build, checked without
     building it (`PreflightCLI`: the fit's own parser, links and constructors, the model on the
-    `meta` device). Returns the resolved configuration as YAML, its parsed form, and one
-    replica's parameter counts outside the input tables and in them. A bad key or value fails
-    here, named with whether it came from the sweep's `grid` (keys in `grid`), its `settings` or
-    the base config."""
+    `meta` device). Returns the resolved configuration as YAML, its parsed form (shared between
+    calls with the same arguments: read it, never change it), and one replica's parameter counts
+    outside the input tables and in them. A bad key or value fails here, named with whether it
+    came from the sweep's `grid` (keys in `grid`), its `settings` or the base config."""
+    key = json.dumps(
+        [str(Path(base).resolve()), hashlib.sha256(Path(base).read_bytes()).hexdigest(),
+         settings, sorted(grid)], sort_keys=True, default=str,
+    )  # fmt: skip
+    if key not in _PREFLIGHTS:
+        _PREFLIGHTS[key] = _preflight(base, settings, grid)
+    return _PREFLIGHTS[key]
+
+
+def _preflight(
+    base: Path, settings: dict[str, Any], grid: list[str] | tuple[str, ...]
+) -> tuple[str, Any, int, int]:
     from mtfilter.cli.fit import PreflightCLI  # imports this package: import when used
 
     def origin(key: str) -> str:
