@@ -175,7 +175,7 @@ def run_settings(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
 
 # preflight's results in this process, by base file (its path and bytes), settings and grid keys:
 # each wave of a select-then-confirm sweep plans the earlier waves' runs again, and a PreflightCLI
-# costs 0.5-1 s on a 2-core CPU (~550 of them for the optimum study's four phases, unmemoised)
+# costs 0.5-1 s on a 2-core CPU (hundreds per start of the optimum study, unmemoised)
 _PREFLIGHTS: dict[str, tuple[str, Any, int, int]] = {}
 
 
