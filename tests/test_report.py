@@ -11,6 +11,7 @@ import pytest
 from mtfilter.errors import ConfigError
 from mtfilter.report import Estimate, compare, report, verdict
 from mtfilter.report._collect import collect
+from mtfilter.report._plots import _method_styles
 from mtfilter.report._stats import EpochRange
 
 # best val loss per (width, layout, seed): mt worse at 8 by ~0.1, no real difference at 64
@@ -553,3 +554,12 @@ def test_a_sweep_of_one_layout_reports_that_layout_alone(tmp_path):
     table = (folder / "results.md").read_text()
     assert "| hidden_dim | seeds | mt floor (bit / exact-match error) | mt val loss |" in table
     assert "| st val loss" not in table and "mt - st" not in table and "None" not in table
+
+
+def test_a_baseline_under_two_settings_draws_two_distinguishable_lines():
+    # the optimum study's conflict plot once drew mt under bce and under L1 as one orange line
+    styles = _method_styles(["st (loss=bce)", "mt (loss=bce)", "mt (loss=l1)", "aggregator=UPGrad"])
+    bce, l1 = styles["mt (loss=bce)"], styles["mt (loss=l1)"]
+    assert bce["color"] == l1["color"]  # mt's colour, both
+    assert (bce["marker"], bce["linestyle"]) != (l1["marker"], l1["linestyle"])
+    assert styles["aggregator=UPGrad"]["color"] != bce["color"]

@@ -61,13 +61,20 @@ def _by_method(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
     return grouped
 
 
-def _method_style(method: str, index: int) -> dict[str, Any]:
-    baseline = method.split(" (", 1)[0]  # "st (loss=bce)": st within one setting
-    if baseline in COLORS:  # the two baselines stand out
-        return {"color": COLORS[baseline], "linewidth": 2.5, "marker": "o"}
-    # tab20 without its first four (st's and mt's blue and orange, and their light shades)
-    color = colormaps["tab20"](4 + index % 16)
-    return {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
+def _method_styles(methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Each method's line: the baselines in their colours, thick, one section style per setting
+    ("mt (loss=bce)", "mt (loss=l1)": mt twice, told apart by dashes and markers); every other
+    method its own colour, thin and dashed."""
+    styles, settings_seen = {}, {}
+    for index, method in enumerate(methods):
+        baseline = method.split(" (", 1)[0]  # "st (loss=bce)": st within one setting
+        if baseline in COLORS:  # the two baselines stand out
+            nth = settings_seen[baseline] = settings_seen.get(baseline, -1) + 1
+            styles[method] = {"color": COLORS[baseline], "linewidth": 2.5, **_section_style(nth)}
+        else:  # tab20 without its first four (st's and mt's blue and orange, and light shades)
+            color = colormaps["tab20"](4 + index % 16)
+            styles[method] = {"color": color, "linewidth": 1.2, "marker": ".", "linestyle": "--"}
+    return styles
 
 
 def _section_style(index: int) -> dict[str, Any]:
@@ -79,9 +86,11 @@ def _section_style(index: int) -> dict[str, Any]:
 def _methods(path: Path, results: list[MethodResult], compared: Metric, width_name: str) -> Path:
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
-    for index, (method, points) in enumerate(_by_method(results).items()):
+    grouped = _by_method(results)
+    styles = _method_styles(list(grouped))
+    for method, points in grouped.items():
         ax.plot([p.width for p in points], [p.loss.mean for p in points], label=method,
-                **_method_style(method, index))  # fmt: skip
+                **styles[method])  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{width_name} (log2)")
     ax.set_ylabel(f"best {compared.label} (mean over seeds)")
@@ -92,12 +101,14 @@ def _methods(path: Path, results: list[MethodResult], compared: Metric, width_na
 def _conflict(path: Path, results: list[MethodResult], width_name: str) -> Path:
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2)
-    for index, (method, points) in enumerate(_by_method(results).items()):
+    grouped = _by_method(results)
+    styles = _method_styles(list(grouped))
+    for method, points in grouped.items():
         points = [p for p in points if p.conflict_fraction is not None]
         if not points:
             continue
         widths = [p.width for p in points]
-        style = _method_style(method, index)
+        style = styles[method]
         axes[0].plot(widths, [p.conflict_fraction for p in points], label=method, **style)
         axes[1].plot(widths, [p.mean_cosine for p in points], label=method, **style)
     for ax, label in zip(axes, ("conflicting task pairs (cosine < 0)", "mean pairwise cosine"),
