@@ -65,7 +65,8 @@ def _method_styles(methods: list[str]) -> dict[str, dict[str, Any]]:
     """Each method's line: the baselines in their colours, thick, one section style per setting
     ("mt (loss=bce)", "mt (loss=l1)": mt twice, told apart by dashes and markers); every other
     method its own colour, thin and dashed."""
-    styles, settings_seen = {}, {}
+    styles: dict[str, dict[str, Any]] = {}
+    settings_seen: dict[str, int] = {}  # baseline -> how many of its settings came before
     for index, method in enumerate(methods):
         baseline = method.split(" (", 1)[0]  # "st (loss=bce)": st within one setting
         if baseline in COLORS:  # the two baselines stand out
