@@ -236,7 +236,7 @@ def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypat
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("*")}
     other = write_sweep(tmp_path, {"model.hidden_dim": [4]},
                         settings={"trainer.max_epochs": 6})  # fmt: skip
-    with pytest.raises(ConfigError, match="holds a different sweep"):
+    with pytest.raises(ConfigError, match=r"different sweep.*differs in trainer\.max_epochs"):
         sweep_main(["sweep", "--config", str(other)])
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("*")} == before
     # the same settings written in another key order (another mtfilter version): the same run
@@ -250,6 +250,18 @@ def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypat
     first = write_sweep(tmp_path, {"model.hidden_dim": [4]})  # `other` wrote over the file
     assert sweep_main(["sweep", "--config", str(first)]) == 0
     assert (run / "summary.json").stat().st_mtime_ns == summary  # not run again
+    # made before an option existed (an upgrade since added `model.residual`, default off): the
+    # same run, as long as the sweep does not set the new option
+    recorded = yaml.safe_load((run / "fit.yaml").read_text())
+    del recorded["model"]["residual"]
+    (run / "fit.yaml").write_text(yaml.safe_dump(recorded))
+    assert sweep_main(["sweep", "--config", str(first)]) == 0
+    assert (run / "summary.json").stat().st_mtime_ns == summary
+    sets_it = {"trainer.max_epochs": 5, "model.residual": False}
+    setting_it = write_sweep(tmp_path, {"model.hidden_dim": [4]}, settings=sets_it)
+    with pytest.raises(ConfigError, match=r"differs in model\.residual\)"):
+        sweep_main(["sweep", "--config", str(setting_it)])
+    assert (run / "summary.json").stat().st_mtime_ns == summary
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a sweep folder"):

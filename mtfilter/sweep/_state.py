@@ -143,13 +143,40 @@ def reconcile(folder: Path) -> RunState:
     return state
 
 
-def _same_settings(recorded: Path, config: str) -> bool:
-    """Whether the run folder's configuration holds the same settings as `config`, in whatever
-    order: a newer mtfilter may write the same configuration with its keys in another order."""
+def _differences(recorded: Path, config: str, explicit: set[str]) -> list[str]:
+    """The keys in which the run folder's configuration and `config` differ; none if they hold
+    the same settings, in whatever order (a newer mtfilter may write its keys in another order).
+
+    A key only `config` has is an option added since the run was made (by mtfilter, Lightning or
+    torch: a new optimizer argument, say), at its default unless the sweep sets it (`explicit`:
+    the keys its base config, grid and settings name). Options are added with the old behaviour
+    as their default and a resumed fit reads the run's own configuration, so such a key is no
+    difference: a finished sweep stays finished, and an unfinished one resumes, after an upgrade.
+    """
     try:
-        return yaml.safe_load(recorded.read_text()) == yaml.safe_load(config)
+        old = _flatten(yaml.safe_load(recorded.read_text()) or {})
     except (OSError, yaml.YAMLError):
-        return False
+        return [f"{recorded.name} (unreadable)"]
+    new = _flatten(yaml.safe_load(config) or {})
+    changed = [key for key in old if key not in new or old[key] != new[key]]
+    added = [key for key in new if key not in old and _named(key, explicit)]
+    return sorted(changed + added)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys -> leaf values (lists are leaves); dotted keys stay dotted."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _named(key: str, explicit: set[str]) -> bool:
+    """Whether `key` or a mapping above it is among the `explicit` keys."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in explicit for i in range(1, len(parts) + 1))
 
 
 def largest_first(folders: list[Path]) -> list[Path]:
@@ -168,16 +195,21 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
     existing = folder / SWEEP_FILE
     if folder.exists() and not existing.is_file() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not a sweep folder: choose another folder")
+    base_keys = set(_flatten(yaml.safe_load(definition.get("base_config") or "") or {}))
     for run in runs:
         run_file = folder / run.name / RUN_FILE
-        if run_file.is_file():
-            recorded = RunState.load(run_file.parent).config_digest
-            if recorded != config_digest(run.config) and not _same_settings(
-                run_file.parent / FIT_CONFIG, run.config
-            ):
+        if run_file.is_file() and RunState.load(run_file.parent).config_digest != config_digest(
+            run.config
+        ):
+            differences = _differences(
+                run_file.parent / FIT_CONFIG, run.config, base_keys | set(_flatten(run.settings))
+            )
+            if differences:
+                shown = ", ".join(differences[:5]) + (", ..." if len(differences) > 5 else "")
                 raise ConfigError(
                     f"{folder} holds a different sweep: its run {run.name} was made from another "
-                    "configuration. Give this sweep another folder, or delete that one."
+                    f"configuration (it differs in {shown}). Give this sweep another folder, or "
+                    "delete that one."
                 )
     folder.mkdir(parents=True, exist_ok=True)
     previous = read_json(existing) or {}
