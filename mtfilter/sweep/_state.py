@@ -188,8 +188,8 @@ def largest_first(folders: list[Path]) -> list[Path]:
 def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[Path]:
     """Create or check the sweep folder; returns the run folders not finished yet.
 
-    A run folder that exists must hold the same resolved configuration, else the folder holds
-    a different sweep and nothing is touched. New runs (a grid that grew) are added; every
+    A run folder that exists must hold the same settings (see `_differences`: an option added
+    since is none), else the folder holds a different sweep and nothing is touched. New runs (a grid that grew) are added; every
     existing run's state is reconciled with its summary; finished runs are left as they are.
     """
     existing = folder / SWEEP_FILE
