@@ -189,8 +189,9 @@ def prepare(folder: Path, runs: list[Run], definition: dict[str, Any]) -> list[P
     """Create or check the sweep folder; returns the run folders not finished yet.
 
     A run folder that exists must hold the same settings (see `_differences`: an option added
-    since is none), else the folder holds a different sweep and nothing is touched. New runs (a grid that grew) are added; every
-    existing run's state is reconciled with its summary; finished runs are left as they are.
+    since is none), else the folder holds a different sweep and nothing is touched. New runs (a
+    grid that grew) are added; every existing run's state is reconciled with its summary;
+    finished runs are left as they are.
     """
     existing = folder / SWEEP_FILE
     if folder.exists() and not existing.is_file() and any(folder.iterdir()):
