@@ -89,6 +89,19 @@ def test_collect_makes_one_row_per_stacked_replica(tmp_path):
     assert row["log_dir"].endswith("seed_2")
 
 
+def test_a_key_only_earlier_runs_vary_stays_varied_after_a_narrower_sweep(tmp_path):
+    # a later `--grid` without `data.num_samples` rewrote sweep.json: the runs that set it
+    # must still form their own section, not join those that left it at its default
+    folder = fake_sweep(tmp_path, stacked=True)
+    state = json.loads((folder / "hidden_dim=8-layout=mt" / "run.json").read_text())
+    state["values"]["data.num_samples"] = 256
+    (folder / "hidden_dim=8-layout=mt" / "run.json").write_text(json.dumps(state))
+    keys, rows = collect(folder)
+    assert keys == ["model.hidden_dim", "model.layout", "seed_everything", "data.num_samples"]
+    assert {r["data.num_samples"] for r in rows if r["run"] == "hidden_dim=8-layout=mt"} == {256}
+    assert "data.num_samples" not in next(r for r in rows if r["run"] == "hidden_dim=8-layout=st")
+
+
 def test_means_intervals_and_paired_gap_match_hand_computation(tmp_path):
     keys, rows = collect(fake_sweep(tmp_path, stacked=True))
     (comparisons,) = compare(rows, keys, "val", "model.hidden_dim", "model.layout").values()

@@ -68,7 +68,9 @@ def columns() -> list[str]:
 
 def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """The sweep's varied keys and its rows, one per run and replica (of the runs named, or
-    of every run)."""
+    of every run). The varied keys are the grid's and any other a run was given: sweep.json
+    holds the grid of the folder's latest sweep, which a narrower `--grid` leaves without keys
+    that earlier runs vary, and rows that differ only there must not share a section."""
     sweep = read_json(folder / SWEEP_FILE)
     if sweep is None:
         raise ConfigError(f"{folder} is not a sweep folder (no readable {SWEEP_FILE})")
@@ -79,6 +81,7 @@ def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], lis
         state = read_json(run_folder / RUN_FILE)
         if state is None:
             continue
+        keys.extend(key for key in state.get("values", {}) if key not in keys)
         replicas = summaries.read(run_folder)
         status = state.get("status") or "pending"
         rates, seeds = state.get("learning_rates") or [None], state.get("seeds") or [None]
