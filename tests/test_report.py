@@ -530,6 +530,15 @@ def test_runs_of_another_sweep_join_the_report_as_their_own_series(tmp_path):
         report(here, include=[{"path": str(other)}])
 
 
+def test_an_included_study_that_has_not_run_yet_is_left_out_and_named(tmp_path, capsys):
+    here = fake_sweep(tmp_path / "capacity", stacked=True)
+    report(here, include=[{"folder": str(tmp_path / "optimum"), "where": {"model.loss": "bce"}}])
+    with open(here / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 12  # this sweep's own runs only
+    assert f"`{tmp_path / 'optimum'}`. Their runs join" in (here / "results.md").read_text()
+    assert "has no sweep yet" in capsys.readouterr().err
+
+
 def test_a_sweeps_report_settings_are_checked_by_name():
     import inspect
 

@@ -290,6 +290,20 @@ def test_dry_run_lists_runs_and_commands_and_writes_nothing(tmp_path, monkeypatc
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_report_include_is_checked_and_a_study_not_yet_run_is_named_before_any_run(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    grid = {"model.hidden_dim": [4]}
+    later = {"unconverged": "mark", "include": [{"folder": "sweeps/other"}]}
+    config = write_sweep(tmp_path, grid, report=later)
+    assert sweep_main(["sweep", "--config", str(config), "--dry_run", "true"]) == 0
+    assert "includes sweeps/other, which has no sweep yet" in capsys.readouterr().err
+    wrong = write_sweep(tmp_path, grid, report={"include": [{"path": "sweeps/other"}]})
+    with pytest.raises(ConfigError, match="include entries"):
+        sweep_main(["sweep", "--config", str(wrong), "--dry_run", "true"])
+
+
 @pytest.mark.slow
 def test_submitit_local_mode_runs_the_sweep(tmp_path, monkeypatch):
     pytest.importorskip("submitit")

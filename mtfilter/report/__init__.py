@@ -2,6 +2,7 @@
 confidence intervals, verdicts and convergence marks in results.md, and plots."""
 
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from mtfilter.folders import SWEEP_FILE, read_json
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._contrast import Contrast, contrast
 from mtfilter.report._include import include as include_runs
+from mtfilter.report._include import not_swept
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._metric import METRICS, MetricName
@@ -75,7 +77,8 @@ def report(
             `{folder: PATH, where: {KEY: VALUE}}` (the runs whose settings match `where`;
             `null`: not set), e.g. a series another study already ran. They are read from
             their own folders and appear in results.csv; keys one folder varies and the other
-            does not are filled from the runs' recorded settings.
+            does not are filled from the runs' recorded settings. A folder with no sweep in
+            it yet is left out, and results.md says so.
     """
     folder = Path(folder)
     settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
@@ -84,6 +87,10 @@ def report(
                          contrast_key=contrast_key, include=include)  # fmt: skip
     width_key, layout_key = settings.width_key, settings.layout_key
     keys, rows = include_runs(*collect(folder), settings.include)
+    left_out = not_swept(settings.include)
+    for other in left_out:
+        print(f"report: {other} has no sweep yet (no {SWEEP_FILE}); its runs are left out",
+              file=sys.stderr)  # fmt: skip
     written = [folder / "results.csv", folder / "results.md"]
     write_csv(written[0], keys, rows)
     choices: list[Choice] = []
@@ -114,7 +121,8 @@ def report(
                    layout_key=layout_key, sections=sections, methods=methods, choices=choices,
                    select_key=select_keys or None, unconverged=settings.unconverged,
                    every_row=every_row, width_per=settings.width_per,
-                   contrast_key=contrast_key, contrasts=contrasts)  # fmt: skip
+                   contrast_key=contrast_key, contrasts=contrasts,
+                   not_included=left_out)  # fmt: skip
     write_markdown(written[1], table)
     from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
 

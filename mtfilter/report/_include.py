@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.errors import ConfigError
-from mtfilter.folders import SEED_KEY
+from mtfilter.folders import SEED_KEY, SWEEP_FILE
 from mtfilter.report._collect import collect
 
 
@@ -17,15 +17,14 @@ def include(
     value}}` in `includes` whose settings match `where` (a key the run does not vary is read
     from its summary's settings; `null`: not set). A key one folder varies and another does
     not is filled, for the other's rows, from their summaries; keys left with one value are
-    dropped."""
+    dropped. A folder whose sweep has not run yet adds nothing (see `not_swept`)."""
     if not includes:
         return keys, rows
     folders: list[tuple[list[str], list[dict[str, Any]]]] = [(keys, rows)]
     for spec in includes:
-        if not isinstance(spec, dict) or set(spec) - {"folder", "where"} or "folder" not in spec:
-            raise ConfigError(
-                f"report include entries are {{folder: PATH, where: {{KEY: VALUE}}}}, got {spec!r}"
-            )
+        check_include(spec)
+        if not_swept([spec]):
+            continue
         other_keys, other_rows = collect(Path(spec["folder"]))
         where = spec.get("where") or {}
         for row in other_rows:
@@ -42,6 +41,21 @@ def include(
             joined.append(row)
     varied = [k for k in every_key if len({repr(r[k]) for r in joined if k in r}) > 1]
     return varied, joined
+
+
+def check_include(spec: Any) -> None:
+    if not isinstance(spec, dict) or set(spec) - {"folder", "where"} or "folder" not in spec:
+        raise ConfigError(
+            f"report include entries are {{folder: PATH, where: {{KEY: VALUE}}}}, got {spec!r}"
+        )
+
+
+def not_swept(includes: list[dict[str, Any]]) -> list[str]:
+    """The include folders with no sweep in them yet (no sweep.json). Their study may simply
+    not have run yet, or be running beside this one: the report leaves them out and says so,
+    rather than failing after hours of training (the capacity law reads the optimum study's)."""
+    return [str(spec["folder"]) for spec in includes
+            if not (Path(spec["folder"]) / SWEEP_FILE).is_file()]  # fmt: skip
 
 
 def _fill(row: dict[str, Any], keys: list[str]) -> None:

@@ -64,6 +64,13 @@ def write_markdown(path: Path, report: Report) -> None:
         _unconverged_text(report.unconverged),
         "",
     ]
+    if report.not_included:
+        lines += [
+            "Not included yet (no sweep in the folder): "
+            + ", ".join(f"`{other}`" for other in report.not_included)
+            + ". Their runs join this report once their sweep has run.",
+            "",
+        ]
     # the layouts the sweep ran: a grid without a layout axis has the base config's only
     layouts = [
         layout

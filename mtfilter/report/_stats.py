@@ -121,6 +121,7 @@ class Report:
     width_per: str | None = None  # a varied key the gap plot divides widths by
     contrast_key: str | None = None  # a varied key whose values are compared point by point
     contrasts: list[Any] = field(default_factory=list)  # Contrast
+    not_included: list[str] = field(default_factory=list)  # include folders with no sweep yet
 
     @property
     def compared(self) -> Metric:

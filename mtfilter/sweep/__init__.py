@@ -137,8 +137,14 @@ def _report_settings(report: dict[str, Any], select: Selection | None) -> dict[s
     """The report's settings as sweep.json keeps them, checked by name; the protocol sets its
     own metric (unless given), the keys it chooses and its selection seeds."""
     from mtfilter.report import check_report_settings  # matplotlib-free
+    from mtfilter.report._include import check_include, not_swept
 
     check_report_settings(report)
+    for spec in report.get("include") or []:
+        check_include(spec)
+    for other in not_swept(report.get("include") or []):  # said now, not after the training
+        print(f"note: the report includes {other}, which has no sweep yet; its runs are left "
+              "out of the report until its sweep has run", file=sys.stderr)  # fmt: skip
     if select is None:
         return report
     return {
