@@ -11,8 +11,8 @@ from mtfilter.errors import ConfigError
 from mtfilter.folders import SWEEP_FILE, read_json
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._contrast import Contrast, contrast
+from mtfilter.report._include import check_include, not_swept
 from mtfilter.report._include import include as include_runs
-from mtfilter.report._include import not_swept
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
 from mtfilter.report._metric import METRICS, MetricName
@@ -187,12 +187,15 @@ REPORT_OPTIONS = tuple(name for name in inspect.signature(report).parameters if 
 
 
 def check_report_settings(settings: dict[str, Any]) -> None:
-    """Refuse a sweep's `report:` settings that the report would not read (a misspelt key)."""
+    """Refuse a sweep's `report:` settings that the report would not read (a misspelt key, a
+    malformed `include` entry)."""
     unknown = [key for key in settings if key not in REPORT_OPTIONS]
     if unknown:
         raise ConfigError(
             f"report: {unknown[0]!r} is not a report option; they are {', '.join(REPORT_OPTIONS)}"
         )
+    for spec in settings.get("include") or []:
+        check_include(spec)
 
 
 def _both_layouts(comparisons: list[WidthComparison]) -> bool:
