@@ -1,12 +1,16 @@
-"""Checkpoints written by earlier versions (tests/data/checkpoints_2026_11_29, from before the
-modules moved into subpackages) still load, evaluate and resume exactly."""
+"""Checkpoints written by earlier versions (tests/data/checkpoints_2026_11_29: before the modules
+moved into subpackages, and with a bias before each BatchNorm) still load, evaluate and resume:
+their biases are folded into the BatchNorm running means, which changes no output.
+
+Each test compares two computations made here from the same stored starting point, never a
+trajectory against figures stored from another machine."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from mtfilter import BitMappingModule
+from mtfilter import BitMappingModule, CheckpointMismatchError, make_targets, per_bit_loss
 from tests.conftest import cli, log_dir, read_summary, state_dict_of, tiny_fit
 
 EARLIER = Path(__file__).parent / "data" / "checkpoints_2026_11_29"
@@ -14,32 +18,74 @@ EARLIER = Path(__file__).parent / "data" / "checkpoints_2026_11_29"
 SETTINGS = ["--data.seeds", "[0, 1]", "--model.loss", "bce", "--convergence.patience", "10",
             "--convergence.check_every", "5", "--convergence.lr_drops", "2",
             "--convergence.rel_tol", "0.3"]  # fmt: skip
+WITH_BIASES = ["--model.bias_before_batch_norm", "true"]
 
 
-def test_an_earlier_best_checkpoint_loads_and_evaluates(run_dir):
-    model = BitMappingModule.load_from_checkpoint(EARLIER / "best.ckpt")
-    model.eval()
-    assert model(torch.arange(16)[None].expand(2, -1)).shape == (2, 16, 4)
+def _as_saved(path: Path) -> BitMappingModule:
+    """The earlier model exactly as it was saved, biases and all."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = {**checkpoint["hyper_parameters"], "bias_before_batch_norm": True}
+    model = BitMappingModule(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_an_earlier_checkpoint_loads_with_its_biases_folded_and_the_same_outputs(training):
+    saved = _as_saved(EARLIER / "best.ckpt")
+    folded = BitMappingModule.load_from_checkpoint(EARLIER / "best.ckpt")
+    assert "net.hidden.0.linear.bias" in saved.state_dict()
+    assert not any(".linear.bias" in name for name in folded.state_dict())
+    indices = torch.arange(16)[None].expand(2, -1)
+    saved.train(training), folded.train(training)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(indices), saved(indices), rtol=1e-5, atol=1e-6)
+
+
+def test_an_earlier_checkpoint_validates_to_its_own_figures(run_dir):
+    saved = _as_saved(EARLIER / "best.ckpt").eval()
+    bits = make_targets(4, 16, "permutation", 0).expand(2, -1, -1)  # tiny.yaml's dataset
+    with torch.no_grad():
+        expected = per_bit_loss(saved(torch.arange(16)[None].expand(2, -1)), bits, "bce")
     run = cli(["validate", *SETTINGS, "--ckpt_path", str(EARLIER / "best.ckpt")])
-    assert 0 <= float(run.trainer.callback_metrics["seed_1/val/loss"]) < 1
+    for replica in (0, 1):
+        value = float(run.trainer.callback_metrics[f"seed_{replica}/val/loss"])
+        assert value == pytest.approx(float(expected[replica].mean()), rel=1e-5)
 
 
 @pytest.mark.slow
-def test_an_earlier_last_checkpoint_resumes_as_the_uninterrupted_run(run_dir):
-    straight = tiny_fit(*SETTINGS, "--trainer.max_epochs", "60")
-    resumed = tiny_fit(
-        *SETTINGS, "--trainer.max_epochs", "60", "--ckpt_path", str(EARLIER / "last.ckpt")
-    )
-    a = state_dict_of(log_dir(straight) / "checkpoints/last.ckpt")
-    b = state_dict_of(log_dir(resumed) / "checkpoints/last.ckpt")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], msg=name)
+def test_an_earlier_last_checkpoint_resumes_folded_as_it_would_with_its_biases(run_dir):
+    """From the same stored state to convergence, with the biases folded and with them kept:
+    the weights agree to rounding, and each BatchNorm's running mean is the kept one's minus its
+    bias. The kept biases random-walk on rounding noise and the running mean lags behind them,
+    so there the two differ by at most twice the distance the biases drifted."""
+    resume = ["--trainer.max_epochs", "40", "--ckpt_path", str(EARLIER / "last.ckpt")]
+    folded = log_dir(tiny_fit(*SETTINGS, *resume))
+    kept = log_dir(tiny_fit(*SETTINGS, *WITH_BIASES, *resume))
+    a = state_dict_of(folded / "checkpoints/last.ckpt")
+    b = state_dict_of(kept / "checkpoints/last.ckpt")
+    stored = state_dict_of(EARLIER / "last.ckpt")
+    assert set(b) - set(a) == {"net.hidden.0.linear.bias", "net.hidden.1.linear.bias"}
+    for name, tensor in a.items():
+        if not name.endswith("norm.running_mean"):
+            torch.testing.assert_close(tensor, b[name], rtol=1e-5, atol=1e-6, msg=name)
+            continue
+        bias = name.replace("norm.running_mean", "linear.bias")
+        drift = float((b[bias] - stored[bias]).abs().max())
+        assert 0 < drift < 1e-2  # noise-driven, and small at the dropped rates
+        gap = tensor - (b[name] - b[bias].reshape(-1))
+        assert float(gap.abs().max()) <= 2 * drift + 1e-6, name
     for seed in (0, 1):
-        summary = read_summary(log_dir(resumed) / f"seed_{seed}")
-        reference = read_summary(log_dir(straight) / f"seed_{seed}")
-        assert summary["epochs"] == reference["epochs"]
-        assert summary["val"]["loss_best"] == pytest.approx(reference["val"]["loss_best"], rel=1e-6)
-        assert summary["val"]["loss_best_epoch"] == reference["val"]["loss_best_epoch"]
+        summary = read_summary(folded / f"seed_{seed}")
+        reference = read_summary(kept / f"seed_{seed}")
+        assert summary["epochs"] == reference["epochs"] > 30
         # the convergence schedule's state (its learning-rate drops) came back too
-        assert summary["convergence"] == reference["convergence"]
         assert summary["convergence"]["lr_drop_epochs"] == [15, 25]
+        assert summary["val"]["loss_best"] == pytest.approx(reference["val"]["loss_best"], rel=1e-5)
+
+
+def test_a_model_with_biases_is_not_made_from_a_checkpoint_without(run_dir):
+    first = log_dir(tiny_fit("--trainer.max_epochs", "2"))
+    with pytest.raises(CheckpointMismatchError, match="bias_before_batch_norm: checkpoint False"):
+        tiny_fit("--trainer.max_epochs", "3", *WITH_BIASES, "--ckpt_path",
+                 str(first / "checkpoints/last.ckpt"))  # fmt: skip

@@ -25,10 +25,11 @@ def make(layout="mt", **kwargs) -> BitMLP:
 def linear_from(grouped, group, rows=slice(None)) -> nn.Linear:
     """An nn.Linear holding group `group` of a GroupedLinear (its output units `rows`)."""
     weight = grouped.weight[group][rows]
-    linear = nn.Linear(weight.shape[1], weight.shape[0])
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=grouped.bias is not None)
     with torch.no_grad():
         linear.weight.copy_(weight)
-        linear.bias.copy_(grouped.bias[group, rows, 0])
+        if grouped.bias is not None:
+            linear.bias.copy_(grouped.bias[group, rows, 0])
     return linear
 
 
@@ -230,7 +231,7 @@ def _plain_count(in_dim, widths, outputs, embedding=True):
     count = SAMPLES * in_dim if embedding else 0
     previous = in_dim
     for width in widths:
-        count += previous * width + width + 2 * width  # linear + BatchNorm affine
+        count += previous * width + 2 * width  # linear without bias + BatchNorm affine
         previous = width
     return count + previous * outputs + outputs
 
@@ -244,8 +245,34 @@ def test_parameter_counts_per_layout():
     assert st["shared"] == 0 and mt["task_specific"] == HIDDEN + 1
     assert 2.5 < st["total"] / mt["total"] <= BITS  # about num_bits times mt at equal width
     split = make("split", num_shared_layers=1).parameter_counts()
-    assert split["shared"] == SAMPLES * IN_DIM + IN_DIM * HIDDEN + 3 * HIDDEN
+    assert split["shared"] == SAMPLES * IN_DIM + IN_DIM * HIDDEN + 2 * HIDDEN
     assert split["total"] == split["shared"] + BITS * split["task_specific"]
+
+
+@pytest.mark.parametrize("layout", ["mt", "st", "split"])
+def test_every_parameter_has_a_gradient_that_is_more_than_rounding(layout):
+    """BatchNorm subtracts any constant added before it, so a bias on the Linear before it has a
+    gradient of exactly 0 in exact arithmetic, rounding noise in float32, which Adam would
+    scale into full-size steps. By default there is no such bias; the original's are an option,
+    and they start from the same draws, so both models begin with the same weights."""
+    shared = 1 if layout == "split" else None
+    with_bias = make(layout, num_shared_layers=shared, bias_before_batch_norm=True)
+    model = make(layout, num_shared_layers=shared)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter, with_bias.get_parameter(name), rtol=0, atol=0)
+    targets = torch.randint(0, 2, (SAMPLES, BITS), generator=torch.Generator().manual_seed(2))
+    targets = targets.float()
+
+    def gradients(net: BitMLP) -> dict[str, float]:
+        """Each parameter's largest gradient entry, relative to the largest of all."""
+        per_bit_loss(net(torch.arange(SAMPLES)), targets, "bce").sum().backward()
+        sizes = {n: p.grad.abs().max().item() for n, p in net.named_parameters()}
+        return {n: size / max(sizes.values()) for n, size in sizes.items()}
+
+    noise = {n: g for n, g in gradients(with_bias).items() if ".linear.bias" in n}
+    assert len(noise) == 2 and max(noise.values()) < 1e-5, noise  # rounding only
+    real = gradients(model)
+    assert min(real.values()) > 1e-3, real  # every parameter: a gradient the loss gives it
 
 
 @pytest.mark.parametrize("layout", ["mt", "st", "split"])

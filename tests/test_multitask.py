@@ -298,6 +298,21 @@ def test_a_resumed_fit_reports_the_uninterrupted_runs_conflict_figures(run_dir):
         assert expected and resumed["multitask"][figures] == pytest.approx(expected, nan_ok=True)
 
 
+def test_a_fit_resumed_into_a_new_folder_publishes_its_whole_conflict_curve_there(run_dir):
+    common = ["--model.telemetry_interval", "10"]
+    first = log_dir(tiny_fit(*common, "--trainer.max_epochs", "12"))  # measured at 1, 6, 11
+    resumed = log_dir(tiny_fit(*common, "--trainer.max_epochs", "14", "--ckpt_path",
+                               str(first / LAST)))  # fmt: skip
+    before, after = read_scalars(first), read_scalars(resumed)
+    assert resumed != first and sorted(after) == sorted(before)  # every tag, conflict/* too
+    conflict = [tag for tag in before if tag.startswith("conflict/")]
+    assert conflict
+    for tag in conflict:
+        assert [step for step, _ in after[tag]] == [step for step, _ in before[tag]] == [1, 6, 11]
+        values = [value for _, value in before[tag]]
+        assert [value for _, value in after[tag]] == pytest.approx(values, nan_ok=True), tag
+
+
 def test_the_summary_holds_the_conflict_measured_at_or_before_the_best_epoch(run_dir):
     # a high rate: the best epoch (22 here) comes well before the last measurement
     run = log_dir(tiny_fit("--model.telemetry_interval", "10",

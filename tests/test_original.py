@@ -111,7 +111,8 @@ class SharedInputTowers(nn.Module):
 
 
 def test_st_with_a_shared_embedding_is_split_with_no_shared_layer_and_the_original_st():
-    kwargs = {"num_bits": 4, "num_samples": 16, "in_dim": 4, "hidden_dim": 8, "init_seeds": [3]}
+    kwargs = {"num_bits": 4, "num_samples": 16, "in_dim": 4, "hidden_dim": 8, "init_seeds": [3],
+              "bias_before_batch_norm": True}  # fmt: skip  # the original's nn.Linear biases
     shared = BitMLP(layout="st", shared_embedding=True, **kwargs)
     split = BitMLP(layout="split", num_shared_layers=0, **kwargs)
     assert shared.state_dict().keys() == split.state_dict().keys()

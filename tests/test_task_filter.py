@@ -39,7 +39,8 @@ def test_each_bit_sees_the_shared_layers_through_its_own_filter():
         for t in range(BITS):
             x = model.embedding.weight[r][:, indices[r]]  # (in, B)
             for layer in model.hidden:
-                x = layer.linear.weight[r] @ x + layer.linear.bias[r]
+                assert layer.linear.bias is None  # BatchNorm follows: see BitMLPConfig
+                x = layer.linear.weight[r] @ x
                 norm = layer.norm
                 rows = slice(r * HIDDEN, (r + 1) * HIDDEN)
                 x = (x - norm.running_mean[rows, None]) / torch.sqrt(

@@ -24,6 +24,13 @@ class BitMLPConfig:
         hidden_dim: Width of every hidden layer (per bit in `st`); None, and only None, with
             `num_layers` 1, which has no hidden layer.
         batch_norm: BatchNorm after each hidden linear layer, as the original.
+        bias_before_batch_norm: Keep the bias of each hidden linear layer that feeds a
+            BatchNorm, as the original's `nn.Linear` layers did (the faithful configs). Off by
+            default: BatchNorm in training mode subtracts any constant added before it, so such
+            a bias has a gradient of exactly 0 in exact arithmetic. What is computed instead is
+            rounding noise, which Adam divides by its own running size and turns into full-size
+            steps; eval mode's running mean follows the bias's random walk, and eval figures
+            then depend on the CPU's rounding. No effect without `batch_norm`.
         dropout: Dropout probability after each hidden ReLU.
         encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
             index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`).
@@ -52,6 +59,7 @@ class BitMLPConfig:
     in_dim: int = 16
     hidden_dim: int | None = 1024
     batch_norm: bool = True
+    bias_before_batch_norm: bool = False
     dropout: float = 0.0
     encoding: Encoding = "embedding"
     task_filter: bool = False

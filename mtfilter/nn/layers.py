@@ -16,15 +16,17 @@ from torch import Tensor, nn
 class GroupedLinear(nn.Module):
     """`num_groups` independent linear maps in one batched matmul: (G, in, B) -> (G, out, B).
 
-    Group g holds exactly what `nn.Linear(in_features, out_features)` would: `weight[g]` is
-    (out, in) and `bias[g]` is (out, 1).
+    Group g holds exactly what `nn.Linear(in_features, out_features, bias)` would: `weight[g]`
+    is (out, in) and `bias[g]` is (out, 1); with `bias=False`, `bias` is None.
     """
 
-    def __init__(self, num_groups: int, in_features: int, out_features: int) -> None:
+    def __init__(
+        self, num_groups: int, in_features: int, out_features: int, bias: bool = True
+    ) -> None:
         super().__init__()
         self.num_groups, self.in_features, self.out_features = num_groups, in_features, out_features
         self.weight = nn.Parameter(torch.empty(num_groups, out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(num_groups, out_features, 1))
+        self.bias = nn.Parameter(torch.empty(num_groups, out_features, 1)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self, generators: list[torch.Generator] | None = None) -> None:
@@ -32,19 +34,27 @@ class GroupedLinear(nn.Module):
 
         With `generators` (one per replica), replica r's slice of the groups draws from
         generators[r] alone, weight before bias, as a separate model with that seed would.
+        Without a bias its values are drawn all the same and dropped, so that a model with and
+        without the biases starts from the same weights in every layer.
         """
         bound = 1 / math.sqrt(self.in_features)
+        # without a bias: drawn into a stand-in on the weight's device, as the bias would be
+        stand_in = self.weight.new_empty(self.num_groups, self.out_features, 1)
+        bias: Tensor = self.bias if self.bias is not None else stand_in
         with torch.no_grad():
-            for tensor in (self.weight, self.bias):
+            for tensor in (self.weight, bias):
                 _per_replica(
                     tensor, generators, lambda t, g: t.uniform_(-bound, bound, generator=g)
                 )
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.bias is None:
+            return torch.bmm(self.weight, x)
         return torch.baddbmm(self.bias, self.weight, x)
 
     def extra_repr(self) -> str:
-        return f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}"
+        bias = "" if self.bias is not None else ", bias=False"
+        return f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}{bias}"
 
 
 class GroupedEmbedding(nn.Module):

@@ -86,7 +86,8 @@ class BitMLP(nn.Module):
 
     Layer shapes follow the original experiment: `in_dim -> hidden_dim`, `num_layers - 2` times
     `hidden_dim -> hidden_dim`, then the output layer; each hidden layer is followed by optional
-    BatchNorm, ReLU and dropout.
+    BatchNorm, ReLU and dropout. A hidden layer followed by BatchNorm has no bias (BatchNorm's
+    shift does its job) unless `bias_before_batch_norm`, as the original.
 
     Layouts, for `num_bits` tasks:
       - `mt`: one network (input encoding, every hidden layer) shared by all bits, with a
@@ -128,6 +129,8 @@ class BitMLP(nn.Module):
         )
         num_replicas, init_seeds = config.num_replicas, config.init_seeds
         batch_norm, dropout, residual = config.batch_norm, config.dropout, config.residual
+        # A bias right before BatchNorm only adds noise: see BitMLPConfig.bias_before_batch_norm
+        bias = config.bias_before_batch_norm or not batch_norm
         shared_embedding, batch_norm_chunks = config.shared_embedding, config.batch_norm_chunks
         num_hidden = num_layers - 1
         self.task_filter = task_filter
@@ -158,12 +161,12 @@ class BitMLP(nn.Module):
         for i in range(num_hidden):
             assert hidden_dim is not None  # checked above: hidden layers need a width
             if i < num_shared_layers:
-                linear = GroupedLinear(R, width, hidden_dim)
+                linear = GroupedLinear(R, width, hidden_dim, bias)
             elif groups == R:  # first per-bit layer on shared features: fan out to all bits
-                linear = GroupedLinear(R, width, T * hidden_dim)
+                linear = GroupedLinear(R, width, T * hidden_dim, bias)
                 self._fan_out_layer, groups = i, R * T
             else:
-                linear = GroupedLinear(R * T, width, hidden_dim)
+                linear = GroupedLinear(R * T, width, hidden_dim, bias)
             split = T if i == self._fan_out_layer else 1
             filter_ = TaskFilter(R, T, hidden_dim, per_task_input=i > 0) if task_filter else None
             skip = residual and i > 0 and split == 1
@@ -219,6 +222,7 @@ class BitMLP(nn.Module):
             x = layer(x)
         if self.task_filter and self.hidden:  # x: (R, F, T * B), each bit's head on its copy
             x = x.view(self.num_replicas, x.shape[1], self.num_bits, -1)
+            assert self.head.bias is not None  # the head always has one
             logits = torch.einsum("rtf,rftb->rtb", self.head.weight, x) + self.head.bias
             return logits.transpose(1, 2)[0] if squeeze else logits.transpose(1, 2)
         # mt's head: (R, T, B); per-bit heads: (R*T, 1, B), the same memory as (R, T, B)

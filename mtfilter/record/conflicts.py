@@ -52,15 +52,24 @@ class ConflictRecord:
                 "epochs": self._taken_epochs + self._epochs,
                 "rows": torch.stack(history) if history else None}  # fmt: skip
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], device: torch.device, published: bool = True
+    ) -> None:
+        """Restore a checkpoint's record; `published=False` (a run resumed into a new folder)
+        hands its whole history to the next `take`, to be published there again."""
+
         def moved(name: str) -> Tensor | None:
             value = state.get(name)
             return None if value is None else value.to(device)
 
         self._sum, self._count, self.latest_row = moved("sum"), moved("count"), moved("latest_row")
         rows = state.get("rows")
-        self._taken_epochs = list(state.get("epochs") or [])
-        self._taken_rows = [] if rows is None else list(rows.unbind(0))
+        epochs = list(state.get("epochs") or [])
+        history = [] if rows is None else list(rows.unbind(0))
+        if published:
+            self._taken_epochs, self._taken_rows = epochs, history
+        else:
+            self._epochs, self._rows = epochs, history
 
     def take(self) -> tuple[list[int], Tensor | None]:
         """The epochs and (E, R, K) figures recorded since the last call, on the host."""

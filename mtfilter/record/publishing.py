@@ -116,7 +116,8 @@ class EpochPublisher:
 
     def _write_cosine_images(self, loggers: list[Logger], epoch: int) -> None:
         cosines = self.conflicts.latest_cosines
-        assert cosines is not None
+        if cosines is None:  # a restored history only: checkpoints keep no cosine matrix
+            return
         matrices = cosines.float().cpu().numpy()
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):

@@ -34,6 +34,7 @@ from mtfilter.record.metrics import EpochFigures
 from mtfilter.record.publishing import EpochPublisher, replica_metrics
 from mtfilter.train import multitask
 from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
+from mtfilter.train.checkpoint_upgrade import fold_biases_before_batch_norm
 from mtfilter.train.data import Batch, Epoch
 from mtfilter.train.distributed import average_gradients
 from mtfilter.train.epoch_totals import EpochTotals
@@ -427,9 +428,17 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_checkpoint_compatible(checkpoint, self.hparams)
-        saved = checkpoint.get("mtfilter", {})
         trainer = self._trainer  # None when loaded outside a Trainer
+        data = getattr(getattr(trainer, "datamodule", None), "hparams", None)
+        check_checkpoint_compatible(checkpoint, self.hparams, data)
+        names = [name for name, _ in self.named_parameters()]
+        folded = fold_biases_before_batch_norm(checkpoint, names, len(self.replicas))
+        if folded:
+            rank_zero_info(
+                f"the checkpoint's {folded} biases before BatchNorm (which have no effect) are "
+                "folded into the BatchNorm running means: the same outputs, without the noise"
+            )
+        saved = checkpoint.get("mtfilter", {})
         if saved.get("epoch_log") is None or trainer is None or trainer.state.fn != "fit":
             return
         # Resumed in the folder that already shows this history (a sweep's run, say): publish
@@ -441,7 +450,9 @@ class BitMappingModule(L.LightningModule):
             self.publisher.purge_from = self.epoch_log.last_epoch + 1
         self._restored["gradients"] = saved.get("gradients")
         if saved.get("conflicts") is not None:
-            self.task_gradients.conflicts.load_state_dict(saved["conflicts"], self.device)
+            self.task_gradients.conflicts.load_state_dict(
+                saved["conflicts"], self.device, published=here
+            )
         for replica, factor in enumerate(saved.get("lr_scale", [])):
             if factor != self.learning_rates.factors[replica]:  # dropped on a plateau
                 self.scale_learning_rate(replica, factor / self.learning_rates.factors[replica])
