@@ -27,7 +27,7 @@ from torchjd.aggregation import UPGrad
 
 from benchmarks.reference import SeparateTowers, train_reference
 from mtfilter import BitMLP, make_targets, per_bit_loss
-from mtfilter.cli.fit import MtfilterCLI
+from mtfilter.train.cli import MtfilterCLI
 from mtfilter.train.multitask import aggregate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mt.yaml")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtfilter.cli.fit import MtfilterCLI
 from mtfilter.cli.main import cli_main
+from mtfilter.train.cli import MtfilterCLI
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

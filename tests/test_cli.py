@@ -95,7 +95,7 @@ def test_console_script_prints_one_line_errors(run_dir):
 @pytest.mark.parametrize("config", ["mt.yaml", "st.yaml", "original/mt.yaml", "original/st.yaml"])
 def test_the_shipped_configs_build_their_full_size_models(config):
     """Built as the fit would, on the meta device: hidden 1024, 1024 samples, in milliseconds."""
-    from mtfilter.cli.fit import PreflightCLI
+    from mtfilter.train.preflight import PreflightCLI
 
     counts = PreflightCLI(["--config", str(CONFIGS / config)]).model.parameter_counts()
     own = counts["task_specific"]

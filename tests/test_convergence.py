@@ -82,7 +82,7 @@ def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
     with that rate (to rounding: the step is scaled after it is taken)."""
     import torch
 
-    from mtfilter.cli.fit import MtfilterCLI
+    from mtfilter.train.cli import MtfilterCLI
     from tests.conftest import TINY
 
     def trained(args: list[str], scale_replica: int | None):

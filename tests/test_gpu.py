@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from mtfilter.cli.fit import TRAINER_DEFAULTS, MtfilterCLI
+from mtfilter.train.cli import TRAINER_DEFAULTS, MtfilterCLI
 from tests.conftest import TINY, log_dir, read_summary, tiny_fit
 
 pytestmark = [

@@ -35,9 +35,23 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {name for name in found if name in modules}
 
 
-def test_no_module_of_the_package_imports_itself_back():
+# The floors, lowest first (../shared/STYLE.md, README "Layout"): each imports only floors below
+# it. The ground floor is the package's top-level modules.
+FLOORS = ["ground", "nn", "record", "train", "report", "sweep", "cli"]
+
+
+def module_graph() -> dict[str, set[str]]:
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: imports_of(path, set(paths)) - {name} for name, path in paths.items()}
+    return {name: imports_of(path, set(paths)) - {name} for name, path in paths.items()}
+
+
+def floor_of(module: str) -> str:
+    """`mtfilter.sweep._plan` -> `sweep`; the top-level modules (`mtfilter.folders`) -> ground."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else "ground"
+
+
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
     cycles = []
 
     def visit(name: str, trail: list[str]) -> None:
@@ -52,7 +66,31 @@ def test_no_module_of_the_package_imports_itself_back():
     for name in graph:
         if name not in done:
             visit(name, [name])
-    assert not cycles, cycles
+    return cycles
+
+
+def test_no_module_of_the_package_imports_itself_back():
+    assert not cycles_of(module_graph())
+
+
+def test_no_package_imports_another_that_imports_it_back():
+    """Cycles of packages, which a graph of files cannot show: `cli` importing `sweep` while a
+    module of `sweep` imports one of `cli`, say."""
+    packages: dict[str, set[str]] = {floor: set() for floor in FLOORS}
+    for module, targets in module_graph().items():
+        packages[floor_of(module)] |= {floor_of(t) for t in targets} - {floor_of(module)}
+    assert not cycles_of(packages), packages
+
+
+def test_each_floor_imports_only_the_floors_below_it():
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in module_graph().items()
+        for target in targets
+        if FLOORS.index(floor_of(target)) > FLOORS.index(floor_of(module))
+    ]
+    assert not upward
+    assert set(FLOORS) == {floor_of(module) for module in module_graph()}  # the list is whole
 
 
 def test_the_report_and_the_help_load_neither_torch_nor_lightning():

@@ -174,7 +174,7 @@ def test_numpy_permutation_targets_are_numpys_legacy_permutation():
 @pytest.mark.parametrize("layout", ["mt", "st"])
 def test_the_original_configs_train_their_whole_budget(layout):
     """The original ran 10,000 epochs whatever happened: convergence is recorded, not obeyed."""
-    from mtfilter.cli.fit import PreflightCLI
+    from mtfilter.train.preflight import PreflightCLI
     from tests.conftest import CONFIGS
 
     config = PreflightCLI(["--config", str(CONFIGS / f"original/{layout}.yaml")]).config

@@ -16,7 +16,7 @@ from mtfilter import ConfigError
 from mtfilter.cli.main import cli_main
 from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.sweep import plan
-from mtfilter.sweep._plan import Run, distinct_names, expand_grid, run_name
+from mtfilter.sweep._grid import Run, distinct_names, expand_grid, run_name
 from mtfilter.sweep._state import RunLock, is_locked
 from tests.conftest import REPO, TINY, read_scalars
 
@@ -139,12 +139,12 @@ def test_seeds_as_an_axis_are_stacked_when_small_and_split_when_large():
 
 def test_a_run_planned_again_in_one_process_is_not_resolved_again(monkeypatch, tmp_path):
     # each wave of select-then-confirm plans the earlier waves' runs again
-    import mtfilter.cli.fit
+    import mtfilter.train.preflight
 
     built = []
-    real = mtfilter.cli.fit.PreflightCLI
+    real = mtfilter.train.preflight.PreflightCLI
     monkeypatch.setattr(
-        mtfilter.cli.fit, "PreflightCLI", lambda *a, **k: built.append(1) or real(*a, **k)
+        mtfilter.train.preflight, "PreflightCLI", lambda *a, **k: built.append(1) or real(*a, **k)
     )
     base = tmp_path / "base.yaml"
     base.write_bytes(TINY.read_bytes())

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mtfilter import BitMLP
-from mtfilter.cli.fit import MtfilterCLI
 from mtfilter.train import threads
+from mtfilter.train.cli import MtfilterCLI
 from tests.conftest import CONFIGS, cli
 
 

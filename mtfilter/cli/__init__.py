@@ -1,3 +1,4 @@
-"""The `mtfilter` command: dispatch and exit codes (`main`), `fit`/`validate`/`test`/`predict`
-through LightningCLI (`fit`), `sweep` and `report` (`sweep_report`), and configuration errors as
-one line (`parse_errors`). `python -m mtfilter.cli` is the `mtfilter` command."""
+"""The `mtfilter` command, the top floor: it dispatches only. `main.py` parses the command, maps
+errors to one line and exit statuses; `fit`/`validate`/`test`/`predict` run `MtfilterCLI`
+(`mtfilter.train.cli`), `sweep` and `report` their functions (`sweep_report.py`).
+`python -m mtfilter.cli` is the `mtfilter` command."""

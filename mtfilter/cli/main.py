@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any
 
-from mtfilter.cli import parse_errors
+from mtfilter import parse_errors
 from mtfilter.errors import ConfigError, MtfilterError, RunAborted, RunStopped
 from mtfilter.stop_signals import stopped_exit_status
 
@@ -111,7 +111,7 @@ def run(args: list[str]) -> int:
 def cli_main(args: list[str] | None = None) -> Any:
     """Run a Lightning command (`fit`, `validate`, ...) in-process (tests, notebooks) and return
     the `MtfilterCLI`; errors propagate as exceptions."""
-    from mtfilter.cli.fit import MtfilterCLI
+    from mtfilter.train.cli import MtfilterCLI
 
     with warnings.catch_warnings():
         # LightningCLI warns when given `args` while sys.argv holds arguments too: the console

@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, DefaultHelpFormatter
 
-from mtfilter.cli import parse_errors
+from mtfilter import parse_errors
 from mtfilter.errors import ConfigError
 
 # Type names in `--help` that say what to give rather than how jsonargparse spells the type.

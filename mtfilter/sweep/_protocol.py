@@ -15,6 +15,7 @@ from typing import Any
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid, grid_keys
 from mtfilter.report._metric import MetricName
+from mtfilter.sweep._grid import expand_grid
 
 # A config value as YAML writes it (see mtfilter.sweep.Value).
 Values = list[Any]
@@ -88,9 +89,7 @@ def check(selection: Selection, grid: Grid | list[Grid]) -> None:
 
 
 def grid_points(grid: Grid | list[Grid]) -> list[dict[str, Any]]:
-    from mtfilter.sweep._plan import expand_grid  # the sweep's own expansion
-
-    return expand_grid(grid)
+    return expand_grid(grid)  # the sweep's own expansion
 
 
 def point_key(point: dict[str, Any], keys: list[str]) -> str:

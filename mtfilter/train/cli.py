@@ -1,6 +1,7 @@
 """`MtfilterCLI`: LightningCLI over `BitMappingModule` and `BitMappingDataModule`, with mtfilter's
 checkpoint, progress, summary and interrupt callbacks always on, every setting checked before
-any work starts, and a closing account of what each command wrote."""
+any work starts, and a closing account of what each command wrote. The `mtfilter` command
+(`mtfilter.cli`) dispatches to it; the sweep's pre-flight (`preflight.py`) builds on it."""
 
 import logging
 import os
@@ -15,7 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from mtfilter.cli import parse_errors
+from mtfilter import parse_errors
 from mtfilter.errors import CheckpointMismatchError, ConfigError
 from mtfilter.folders import SUMMARY_FILE, read_json
 from mtfilter.stop_signals import stopped_exit_status
@@ -30,6 +31,7 @@ from mtfilter.train.callbacks import (
 )
 from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
 from mtfilter.train.data import BitMappingDataModule
+from mtfilter.train.fit_report import fit_report
 from mtfilter.train.module import DEFAULT_OPTIMIZER, BitMappingModule
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -247,104 +249,6 @@ def _slurm_plugins(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if trainer_kwargs.get("plugins") or not SLURMEnvironment.detect():
         return {}
     return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
-
-
-class PreflightCLI(MtfilterCLI):
-    """What `mtfilter fit` would build, checked without building it: the fit's own parsing,
-    argument links, class construction and checks, with the model's parameters on the `meta`
-    device (no memory, any size) and no Trainer. A sweep checks every run this way before any
-    starts. Give it the fit's arguments without the `fit` subcommand."""
-
-    def __init__(self, args: list[str], origin: parse_errors.Origin | None = None) -> None:
-        super().__init__(args=args, origin=origin, run=False)
-
-    @override
-    def _add_instantiators(self) -> None:
-        super()._add_instantiators()
-        # Before Lightning's own, which only records the hyperparameters around the same call.
-        self.parser.add_instantiator(_on_meta, BitMappingModule, subclasses=True, prepend=True)
-
-    @override
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        return None
-
-    @override
-    def after_instantiate_classes(self) -> None:
-        chunks = self.model.hparams.batch_norm_chunks
-        self.datamodule.check_batch_size(1, chunks)
-
-    def resolved(self) -> str:
-        """The run's configuration as YAML, as `mtfilter fit --print_config` shows it."""
-        return self.parser.dump(self.config, skip_link_targets=True)
-
-
-def _on_meta(class_type: type, *args: Any, **kwargs: Any) -> Any:
-    kwargs.pop("applied_instantiation_links", None)
-    with torch.device("meta"):
-        return class_type(*args, **kwargs)
-
-
-def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> str:
-    """The lines a fit ends with: its status, best loss, its errors against the model's floor,
-    and where each output is; with `batch`, the lowest single-batch loss too (the original's
-    figure, the faithful configs')."""
-    status = summary.get("status", "unknown")
-    lines = [f"fit {status}: {folder}"]
-    paths = summary.get("replicas")  # stacked replicas: one summary each
-    replicas = [folder / SUMMARY_FILE] if paths is None else [folder / p for p in paths]
-    floor = None
-    for path in replicas:
-        one = read_json(path) or {}
-        val = one.get("val") or {}
-        floor = floor or one.get("floor")
-        if val.get("loss_best") is None:
-            continue
-        name = f"{path.parent.name}: " if paths is not None else ""
-        lines.append(
-            f"  {name}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
-            f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
-        )
-        if val.get("bit_error_at_best") is not None:
-            lines.append(
-                f"  {name}at that epoch bit error {val['bit_error_at_best']:.4f}, exact-match "
-                f"error {val['exact_match_error_at_best']:.4f} (lowest over epochs: "
-                f"{val['bit_error_best']:.4f}, {val['exact_match_error_best']:.4f})"
-            )
-        train = one.get("train") or {}
-        if batch and train.get("batch_loss_best") is not None:
-            lines.append(
-                f"  {name}best batch loss {train['batch_loss_best']:.4f} at epoch "
-                f"{train['batch_loss_best_epoch']} (the original's figure)"
-            )
-    if floor is not None:
-        lines.append(f"  floor: {_describe_floor(floor)}")
-    lines += [
-        f"  {folder / SUMMARY_FILE}"
-        + ("" if paths is None else "  (one per replica in its folder)"),
-        f"  {folder / 'checkpoints' / 'best.ckpt'}  (weights of the best epoch)",
-        f"  {folder / 'checkpoints' / 'last.ckpt'}  (everything to resume)",
-        f"  tensorboard --logdir {folder}",
-    ]
-    if status == "stopped":
-        lines.append(
-            f"  resume: mtfilter fit --config {folder / 'config.yaml'} "
-            f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
-        )
-    return "\n".join(lines)
-
-
-def _describe_floor(floor: dict[str, Any]) -> str:
-    from mtfilter.nn.floor import Floor
-
-    return Floor(**floor).describe()
-
-
-def _convergence_note(convergence: dict[str, Any] | None) -> str:
-    if not convergence or convergence.get("converged") is None:
-        return ""
-    if convergence["converged"]:
-        return f"; converged at epoch {convergence['epoch']}"
-    return "; not converged (still improving when it ended: not an optimum)"
 
 
 def _check_accelerator(accelerator: Any, devices: Any) -> None:

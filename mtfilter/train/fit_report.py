@@ -1,0 +1,69 @@
+"""The lines a fit ends with: its status, best figures, floor, and where each output is."""
+
+from pathlib import Path
+from typing import Any
+
+from mtfilter.folders import SUMMARY_FILE, read_json
+
+
+def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> str:
+    """The lines a fit ends with: its status, best loss, its errors against the model's floor,
+    and where each output is; with `batch`, the lowest single-batch loss too (the original's
+    figure, the faithful configs')."""
+    status = summary.get("status", "unknown")
+    lines = [f"fit {status}: {folder}"]
+    paths = summary.get("replicas")  # stacked replicas: one summary each
+    replicas = [folder / SUMMARY_FILE] if paths is None else [folder / p for p in paths]
+    floor = None
+    for path in replicas:
+        one = read_json(path) or {}
+        val = one.get("val") or {}
+        floor = floor or one.get("floor")
+        if val.get("loss_best") is None:
+            continue
+        name = f"{path.parent.name}: " if paths is not None else ""
+        lines.append(
+            f"  {name}best val/loss {val['loss_best']:.4f} at epoch {val['loss_best_epoch']} "
+            f"of {one.get('epochs')}{_convergence_note(one.get('convergence'))}"
+        )
+        if val.get("bit_error_at_best") is not None:
+            lines.append(
+                f"  {name}at that epoch bit error {val['bit_error_at_best']:.4f}, exact-match "
+                f"error {val['exact_match_error_at_best']:.4f} (lowest over epochs: "
+                f"{val['bit_error_best']:.4f}, {val['exact_match_error_best']:.4f})"
+            )
+        train = one.get("train") or {}
+        if batch and train.get("batch_loss_best") is not None:
+            lines.append(
+                f"  {name}best batch loss {train['batch_loss_best']:.4f} at epoch "
+                f"{train['batch_loss_best_epoch']} (the original's figure)"
+            )
+    if floor is not None:
+        lines.append(f"  floor: {_describe_floor(floor)}")
+    lines += [
+        f"  {folder / SUMMARY_FILE}"
+        + ("" if paths is None else "  (one per replica in its folder)"),
+        f"  {folder / 'checkpoints' / 'best.ckpt'}  (weights of the best epoch)",
+        f"  {folder / 'checkpoints' / 'last.ckpt'}  (everything to resume)",
+        f"  tensorboard --logdir {folder}",
+    ]
+    if status == "stopped":
+        lines.append(
+            f"  resume: mtfilter fit --config {folder / 'config.yaml'} "
+            f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
+        )
+    return "\n".join(lines)
+
+
+def _describe_floor(floor: dict[str, Any]) -> str:
+    from mtfilter.nn.floor import Floor
+
+    return Floor(**floor).describe()
+
+
+def _convergence_note(convergence: dict[str, Any] | None) -> str:
+    if not convergence or convergence.get("converged") is None:
+        return ""
+    if convergence["converged"]:
+        return f"; converged at epoch {convergence['epoch']}"
+    return "; not converged (still improving when it ended: not an optimum)"
