@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install fit test test-fast lint format bench bench-smoke clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@# A torch already importable by $(PYTHON) is reused instead of installing another.

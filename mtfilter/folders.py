@@ -2,10 +2,14 @@
 writing. A leaf module (standard library only), shared by the sweep, the report and the fit's
 summary, so that reading a sweep back never loads torch or the sweep machinery."""
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ FIT_CONFIG = "fit.yaml"  # one run's resolved fit configuration
 LOG_FILE = "log.txt"  # one run's console output
 LOCK_FILE = "run.lock"  # held by the process that writes the run folder
 SUMMARY_FILE = "summary.json"  # written by the fit itself (RunSummary)
+REPORT_LOCK = ".report.lock"  # held while a report is written (two sweeps ending together)
 SEED_KEY = "seed_everything"  # the grid axis of seeds
 LEARNING_RATE_KEY = "model.optimizer.init_args.lr"  # the grid axis of learning rates
 
@@ -79,3 +84,41 @@ def _strict(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_strict(v) for v in value]
     return value
+
+
+def unwritable(path: str | Path) -> str | None:
+    """Why a folder cannot be created or written at `path`, or None when it can. Checked by
+    creating and removing an empty folder in the nearest one that exists, so nothing is left
+    behind either way (permission bits do not say it for root or read-only filesystems)."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".mtfilter-write-check-"))
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror})"
+    return None
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write into; it replaces `path` in one step when the
+    block ends without an error (readers see the old file or the new one, whole), and is
+    removed otherwise. It keeps the suffix, for writers that choose a format by it."""
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the block: a second process
+    waits for the first (the kernel frees it however the holder ends)."""
+    with open(path, "a") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        yield

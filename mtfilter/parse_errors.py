@@ -30,6 +30,10 @@ def explain(message: str, valid_keys: Iterable[str], origin: Origin) -> str:
         key, detail = keyed.groups()
         where = _where(origin, key)
         return f"{key}{where}: {_detail(key, detail)}"
+    required = re.match(r"the following arguments are required: ([\w., ]+)", message)
+    if required:
+        names = [name.strip() for name in required.group(1).split(",")]
+        return f"{', '.join(names)} must be set (in the config file or as --{names[0]})"
     return message.splitlines()[0]
 
 
@@ -66,6 +70,16 @@ def did_you_mean(key: str, valid: list[str]) -> str:
 
 def _detail(key: str, detail: str) -> str:
     """The reason for a bad value, from the text after `Parser key "...":`."""
+    missing_file = re.search(r"File does not exist: '([^']+)'", detail)
+    if missing_file:
+        return f"no such file {missing_file.group(1)}"
+    not_mapping = re.match(r"Unable to load config '([^']*)'", detail.strip())
+    if not_mapping:  # a plain value where a group of settings goes: `model: mt`
+        example = "{layout: mt}" if key == "model" else "{name: value}"
+        return (
+            f"expected a mapping of {key}.* settings, got {not_mapping.group(1)!r} "
+            f"(e.g. `{key}: {example}`)"
+        )
     choices = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", detail)
     if choices:
         options = [o.strip().strip("'\"") for o in choices.group(1).split(",")]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtfilter import BitMappingModule
+from mtfilter import BitMappingModule, per_bit_loss
 from mtfilter.cli.main import main
 from mtfilter.train.callbacks import _checkpoint
-from tests.conftest import TINY, cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+from tests.helpers import TINY, cli, log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 
 @pytest.fixture(scope="module")
@@ -107,22 +107,33 @@ def test_headline_figures_reach_tensorboards_hparams_tab(tiny_run):
     assert "hp_metric" not in accumulator.Tags()["scalars"]
 
 
-def test_best_checkpoint_holds_exactly_the_best_epochs_weights(tiny_run):
-    folder = log_dir(tiny_run)
+def test_best_checkpoint_holds_exactly_the_best_epochs_weights(run_dir):
+    # a high rate: the loss is lowest well before the last epoch, so best and last differ
+    folder = log_dir(tiny_fit("--model.optimizer.init_args.lr", "0.3"))
     summary = read_summary(folder)
-    best = torch.load(folder / "checkpoints/best.ckpt", weights_only=True)
-    assert best["mtfilter"]["best"]["epoch"] == [summary["val"]["loss_best_epoch"]]
-    validated = cli(["validate", "--ckpt_path", str(folder / "checkpoints/best.ckpt")])
-    val_loss = float(validated.trainer.callback_metrics["val/loss"])
-    assert val_loss == pytest.approx(summary["val"]["loss_best"], rel=1e-6)
-    assert summary["val"]["loss_best_epoch"] < 50 or val_loss == summary["val"]["loss_final"]
+    best_epoch, best, final = (summary["val"][k] for k in ("loss_best_epoch", "loss_best",
+                                                           "loss_final"))  # fmt: skip
+    assert best_epoch < summary["epochs"] and final > 1.05 * best
+    checkpoint = torch.load(folder / "checkpoints/best.ckpt", weights_only=True)
+    assert checkpoint["mtfilter"]["best"]["epoch"] == [best_epoch]
+    for name, expected in (("best", best), ("last", final)):
+        validated = cli(["validate", "--model.optimizer.init_args.lr", "0.3", "--ckpt_path",
+                         str(folder / "checkpoints" / f"{name}.ckpt")])  # fmt: skip
+        value = float(validated.trainer.callback_metrics["val/loss"])
+        assert value == pytest.approx(expected, rel=1e-6), name
 
 
 def test_best_checkpoint_loads_into_the_module_for_library_use(tiny_run):
-    path = log_dir(tiny_run) / "checkpoints/best.ckpt"
-    model = BitMappingModule.load_from_checkpoint(path)
+    """Loaded outside any Trainer, the module gives the best epoch's figures on the dataset."""
+    folder = log_dir(tiny_run)
+    model = BitMappingModule.load_from_checkpoint(folder / "checkpoints/best.ckpt")
     model.eval()
-    assert model(torch.arange(16)).shape == (16, 4)
+    with torch.no_grad():
+        logits = model(torch.arange(16))
+    assert logits.shape == (16, 4)
+    targets = tiny_run.datamodule.targets
+    loss = float(per_bit_loss(logits, targets, model.hparams.loss).mean())
+    assert loss == pytest.approx(read_summary(folder)["val"]["loss_best"], rel=1e-6)
 
 
 def test_resuming_from_last_checkpoint_continues_exactly(run_dir):
@@ -258,7 +269,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(run_dir):
 
 
 def test_first_interrupt_finishes_the_epoch_and_ends_cleanly(run_dir, capsys):
-    ctrl_c = {"class_path": "tests.signal_callbacks.CtrlCAtEpoch", "init_args": {"epoch": 5}}
+    ctrl_c = {"class_path": "tests.helpers.signals.CtrlCAtEpoch", "init_args": {"epoch": 5}}
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(TINY), "--trainer.enable_model_summary", "false",
               "--trainer.callbacks", json.dumps([ctrl_c])])  # fmt: skip
@@ -274,7 +285,7 @@ def test_first_interrupt_finishes_the_epoch_and_ends_cleanly(run_dir, capsys):
 
 
 def test_a_ctrl_c_in_the_last_epoch_still_completes(run_dir):
-    ctrl_c = {"class_path": "tests.signal_callbacks.CtrlCAtEpoch", "init_args": {"epoch": 49}}
+    ctrl_c = {"class_path": "tests.helpers.signals.CtrlCAtEpoch", "init_args": {"epoch": 49}}
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(TINY), "--trainer.callbacks", json.dumps([ctrl_c])])
     assert exit_info.value.code == 0
@@ -306,7 +317,7 @@ def test_predict_writes_probabilities(tiny_run):
     assert predictions["indices"].tolist() == list(range(16))
 
 
-def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeypatch, capsys):
+def test_progress_shows_a_bar_on_a_terminal_and_plain_lines_without(run_dir, monkeypatch, capsys):
     import io
     import sys
 
@@ -315,7 +326,14 @@ def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeyp
             return True
 
     tiny_fit("--progress.refresh_s", "0")
-    assert "epoch" not in capsys.readouterr().err  # not a terminal: silent
+    assert "epoch" not in capsys.readouterr().err  # no terminal, a short fit: no line is due
+    tiny_fit("--progress.log_every_s", "1e-9", "--convergence.patience", "10",
+             "--convergence.check_every", "5", "--convergence.lr_drops", "1")  # fmt: skip
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) >= 40 and "\r" not in "".join(lines)  # one plain line per epoch here
+    assert lines[0].startswith("epoch 1 (until converged, at most 50), ")
+    for part in ("min, ", "epochs/s, ", "best val/loss 0.", "lr drops ", "converged 0 of 1"):
+        assert part in lines[0], part
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     tiny_fit("--progress.refresh_s", "0")
@@ -325,7 +343,7 @@ def test_progress_shows_epochs_and_best_loss_on_a_terminal_only(run_dir, monkeyp
     # a run that may end at convergence: no total, so no ETA to max_epochs
     tiny_fit("--progress.refresh_s", "0", "--convergence.patience", "10")
     shown = terminal.getvalue()
-    assert "until converged (at most 50 epochs)" in shown and "/50" not in shown
+    assert "until converged, at most 50" in shown and "/50" not in shown
     terminal.truncate(0)
     tiny_fit("--progress.refresh_s", "0", "--trainer.enable_progress_bar", "false")
     assert "epoch" not in terminal.getvalue()  # switched off: Lightning's own flag is honoured

@@ -3,7 +3,7 @@
 import json
 import re
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_readme_plain_pytorch_example_runs_and_learns():

@@ -1,5 +1,5 @@
 """The `mtfilter` command: dispatches to `fit`/`validate`/`test`/`predict` (LightningCLI, see
-`fit.py`) and to `sweep`/`report`, and turns every user mistake into one line.
+`mtfilter.train.cli`) and to `sweep`/`report`, and turns every user mistake into one line.
 
 Exit status: 0 done; 1 a run failed (e.g. a NaN loss); 2 bad input (nothing was run or
 written); 128 + N stopped by signal N: 130 Ctrl-C, 143 SIGTERM (a scheduler's time limit or
@@ -16,6 +16,7 @@ import warnings
 from typing import Any
 
 from mtfilter import parse_errors
+from mtfilter.cli import short_help
 from mtfilter.errors import ConfigError, MtfilterError, RunAborted, RunStopped
 from mtfilter.stop_signals import stopped_exit_status
 
@@ -41,9 +42,10 @@ HELP = "\n".join(
         "commands:",
         *(f"  {name:9s} {text}" for name, text in {**LIGHTNING_COMMANDS, **SWEEP_COMMANDS}.items()),
         "",
-        "`mtfilter COMMAND --help` lists a command's options. Examples:",
+        "`mtfilter COMMAND --help` lists a command's options (`fit --help all`: Lightning's",
+        "Trainer options too). Examples:",
         "  mtfilter fit --config configs/tiny.yaml",
-        "  mtfilter sweep --config configs/sweep/quick.yaml --dry_run true",
+        "  mtfilter sweep --config configs/sweep/quick.yaml --dry_run",
         "",
         "exit status: 0 done, 1 a run failed, 2 bad input, 128+N stopped by signal N",
         "  (130 Ctrl-C, 143 SIGTERM; resumable)",
@@ -105,6 +107,8 @@ def run(args: list[str]) -> int:
         from mtfilter.cli.sweep_report import sweep_or_report
 
         return sweep_or_report(args)
+    if short_help.wants_help(args):
+        return short_help.print_help(command, args, cli_main)
     return cli_main(args).exit_status
 
 

@@ -36,6 +36,7 @@ def sweep_or_report(args: list[str]) -> int:
     else:
         from mtfilter.report import report as function
     parser = _parser(command, function)
+    rest = _bare_flags(rest, function)
     try:
         config = parser.parse_args(rest)
     except ArgumentError as error:
@@ -72,3 +73,17 @@ def _parser(command: str, function: Callable) -> ArgumentParser:
     # `report FOLDER` reads naturally; a sweep's required options come from its YAML file
     parser.add_function_arguments(function, as_positional=command == "report")
     return parser
+
+
+def _bare_flags(args: list[str], function: Callable) -> list[str]:
+    """`--dry_run` alone as `--dry_run true`: jsonargparse's booleans take a value, where a
+    flag that switches something on is usually given bare."""
+    flags = {f"--{name}" for name, parameter in inspect.signature(function).parameters.items()
+             if parameter.annotation in (bool, "bool")}  # fmt: skip
+    result = []
+    for index, arg in enumerate(args):
+        result.append(arg)
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg in flags and (following is None or following.startswith("-")):
+            result.append("true")
+    return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtfilter.errors import ConfigError
-from mtfilter.folders import SWEEP_FILE, read_json
+from mtfilter.folders import REPORT_LOCK, SWEEP_FILE, exclusive, read_json
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._contrast import Contrast, contrast
 from mtfilter.report._include import check_include, not_swept
@@ -85,6 +85,15 @@ def report(
                          select_key=select_key, selection_seeds=selection_seeds,
                          unconverged=unconverged, width_per=width_per,
                          contrast_key=contrast_key, include=include)  # fmt: skip
+    if not (folder / SWEEP_FILE).is_file():  # before a lock file is made there
+        collect(folder)  # raises, naming the folder
+    # One report at a time per folder (two sweeps over it that end together), each file
+    # replaced whole: the files are always one report's.
+    with exclusive(folder / REPORT_LOCK):
+        return _write(folder, settings)
+
+
+def _write(folder: Path, settings: "_Settings") -> list[Path]:
     width_key, layout_key = settings.width_key, settings.layout_key
     keys, rows = include_runs(*collect(folder), settings.include)
     left_out = not_swept(settings.include)

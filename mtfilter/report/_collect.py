@@ -15,6 +15,7 @@ from mtfilter.folders import (
     SWEEP_FILE,
     grid_keys,
     read_json,
+    replacing,
 )
 from mtfilter.record import metrics, summaries
 from mtfilter.record.metrics import Figure
@@ -143,7 +144,7 @@ def _row(
 def write_csv(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     names = ["run", *keys, "status", *columns(), "replicas", "error", "log_dir"]
     names = list(dict.fromkeys(names))  # seed_everything may be both a key and a value
-    with open(path, "w", newline="") as f:
+    with replacing(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

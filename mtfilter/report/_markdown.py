@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY
+from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY, replacing
 from mtfilter.report._methods import MethodResult
 from mtfilter.report._metric import METRICS, SIDE_FIGURES, Metric
 from mtfilter.report._select import Choice
@@ -103,7 +103,8 @@ def write_markdown(path: Path, report: Report) -> None:
         lines += ["## Runs that did not complete", ""]
         lines += [f"- {row['run']} ({_replica_text(row)}): {row['status']}" for row in failed]
         lines.append("")
-    path.write_text("\n".join(lines))
+    with replacing(path) as temporary:
+        temporary.write_text("\n".join(lines))
 
 
 def _unconverged_text(unconverged: str) -> str:
@@ -297,6 +298,13 @@ def _choices_section(choices: list[Choice], keys: list[str], width_name: str) ->
             "below are a little optimistic"
         )
         edges = sum(bool(c.edges) for c in choices)
+        ties = sum(c.tied_at_edge for c in choices)
+        tied = (
+            f"; {ties} more chose the lowest or highest value tried in a tie with the value next "
+            "to it on the compared figure, so an optimum lies inside and they are not marked"
+            if ties
+            else ""
+        )
         lines = [
             f"## {names} chosen per point",
             "",
@@ -305,7 +313,7 @@ def _choices_section(choices: list[Choice], keys: list[str], width_name: str) ->
             f"(`diverged`: a run of it diverged, never chosen); the chosen one's loss, bit error "
             f"and exact-match error there; {UNCONVERGED}: some of the chosen value's selection "
             f"runs did not converge; {EDGE}: the choice is the lowest or highest value tried, "
-            f"so the optimum may lie beyond ({edges} of {len(choices)} points).",
+            f"so the optimum may lie beyond ({edges} of {len(choices)} points{tied}).",
         ]
     lines += [
         "",

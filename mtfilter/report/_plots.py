@@ -9,6 +9,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # the object API: no pyplot, no global backend to set
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtfilter.folders import replacing
 from mtfilter.report._methods import MethodResult
 from mtfilter.report._metric import METRICS, Metric
 from mtfilter.report._stats import LAYOUTS, Estimate, Report, WidthComparison, section_keys
@@ -310,5 +311,6 @@ def _save(fig: Any, ax: Any, path: Path, legend: dict[str, Any] | None = None) -
     fig.tight_layout()  # before the legend: one outside the axes must not shrink them
     if labels:  # e.g. runs without TensorBoard logs draw nothing
         ax.legend(**(legend or {}))
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # the whole legend, where it lies outside
+    with replacing(path) as temporary:  # the whole legend, where it lies outside
+        fig.savefig(temporary, dpi=120, bbox_inches="tight")
     return path

@@ -37,6 +37,21 @@ class Choice:
     figures: dict[str, float] = field(default_factory=dict)
     floor: FloorCells | None = None
 
+    @property
+    def tied_at_edge(self) -> bool:
+        """Whether a chosen value is the lowest or highest numeric value tried though not
+        marked as an edge: it ties with the value inside on the compared figure, so an optimum
+        lies inside and only the tie-break (the loss) chose the edge."""
+        for key, value in self.chosen.items():
+            numbers = [v for v in self.tried.get(key, []) if _is_number(v)]
+            if (
+                key not in self.edges
+                and len(numbers) >= 2
+                and value in (min(numbers), max(numbers))
+            ):
+                return True
+        return False
+
     def text(self) -> str:
         """The chosen setting, e.g. `lr=0.003`."""
         return ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in self.chosen.items())

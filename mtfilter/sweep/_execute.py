@@ -118,7 +118,12 @@ def _run_locked(
     state.status, state.ended = status, time.time()
     if status == "stopped":  # a Ctrl-C or a scheduler's signal: it resumes where it stopped
         name = "Ctrl-C" if stop_signal in (None, signal.SIGINT) else stop_signal.name
-        state.error = error or f"stopped by {name}: run the sweep again to go on from its last.ckpt"
+        again = (
+            "run the sweep again to go on from its last.ckpt"
+            if (folder / "checkpoints" / "last.ckpt").is_file()
+            else "it stopped before its first checkpoint: running the sweep again starts it anew"
+        )
+        state.error = error or f"stopped by {name}: {again}"
     elif status != FINISHED:
         state.error = error or _error_in_log(folder / LOG_FILE, attempt_start, code)
     state.history.append(

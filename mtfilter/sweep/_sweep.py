@@ -6,6 +6,8 @@ from typing import Any, Literal
 import torch
 from jsonargparse.typing import Path_fr
 
+from mtfilter.errors import ConfigError
+from mtfilter.folders import unwritable
 from mtfilter.sweep._definition import Value, definition, plain, report_settings
 from mtfilter.sweep._grid import Run, describe
 from mtfilter.sweep._plan import plan, plan_waves
@@ -66,6 +68,9 @@ def sweep(
         dry_run: List the runs and their commands; run and write nothing.
     """
     base_path = Path(base.absolute).resolve()
+    problem = None if dry_run else unwritable(folder)
+    if problem:  # before any run is planned (minutes, for a large study)
+        raise ConfigError(f"folder {folder}: {problem}")
     grid, settings = plain(grid), plain(settings or {})
     device = "cuda" if torch.cuda.is_available() and executor == "local" else "cpu"
     stacking: dict[str, Any] = {

@@ -5,6 +5,7 @@ any work starts, and a closing account of what each command wrote. The `mtfilter
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from typing_extensions import override
 
 from mtfilter import parse_errors
 from mtfilter.errors import CheckpointMismatchError, ConfigError
-from mtfilter.folders import SUMMARY_FILE, read_json
+from mtfilter.folders import SUMMARY_FILE, read_json, unwritable
 from mtfilter.stop_signals import stopped_exit_status
 from mtfilter.train import threads
 from mtfilter.train.callbacks import (
@@ -37,6 +38,8 @@ from mtfilter.train.module import DEFAULT_OPTIMIZER, BitMappingModule
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10000,  # the original experiment's
     "num_sanity_val_steps": 0,  # fit evaluates every epoch itself (see BitMappingModule)
+    # one module, whose parameter counts the fit prints itself (shared, per task, ...)
+    "enable_model_summary": False,
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         # lightning_logs/<name>/version_N; no placeholder hp_metric (summaries log real ones)
@@ -133,9 +136,21 @@ class MtfilterCLI(LightningCLI):
             )
         torch.set_float32_matmul_precision(config.float32_matmul_precision)
         logger = config.trainer.logger
+        root = config.trainer.default_root_dir
+        save_dir = _logger_save_dir(logger)
+        if root is not None and save_dir is not None and not os.path.isabs(save_dir):
+            # as Lightning's own default logger: the logs go under default_root_dir too
+            logger.init_args.save_dir = save_dir = os.path.join(root, save_dir)
         if self.subcommand != "fit" and _is_default_logger(logger):
             # validate/test/predict get their own folders, apart from the numbered fit runs
             logger.init_args.name = self.subcommand
+        if self.subcommand is not None:  # a command that writes (not the sweep's pre-flight)
+            for key, folder in [("trainer.logger.init_args.save_dir", save_dir),
+                                ("trainer.default_root_dir", root),
+                                ("checkpoint.dirpath", config.checkpoint.dirpath)]:  # fmt: skip
+                problem = None if folder is None else unwritable(str(folder))
+                if problem:
+                    raise ConfigError(f"{key} {folder}: {problem}")
 
     @override
     def instantiate_classes(self) -> None:
@@ -186,14 +201,21 @@ class MtfilterCLI(LightningCLI):
             return
         if not os.path.isfile(path):
             raise ConfigError(f"--ckpt_path {path}: no such file")
+        if not zipfile.is_zipfile(path):  # what torch.save has written since torch 1.6
+            raise CheckpointMismatchError(
+                f"--ckpt_path {path}: not a checkpoint (not a file written by torch.save)"
+            )
         try:
             checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except Exception as error:  # any unpickling failure means the same to the user
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
             raise CheckpointMismatchError(
-                f"--ckpt_path {path}: not a readable checkpoint ({error})"
+                f"--ckpt_path {path}: not a readable checkpoint ({type(error).__name__}: {reason})"
             ) from None
         check_checkpoint_compatible(
-            checkpoint, {**self.model.hparams, "data_fingerprint": self.datamodule.fingerprint}
+            checkpoint,
+            {**self.model.hparams, "data_fingerprint": self.datamodule.fingerprint},
+            data=self.datamodule.hparams,
         )
 
     # Checked before the trainer creates a log folder or touches anything.
@@ -266,6 +288,13 @@ def _check_accelerator(accelerator: Any, devices: Any) -> None:
         raise ConfigError(
             f"trainer.devices={devices}: only {available} CUDA GPU(s) are visible on this machine"
         )
+
+
+def _logger_save_dir(logger: Any) -> str | None:
+    try:
+        return logger.init_args.save_dir
+    except AttributeError:  # no logger, or one without a folder
+        return None
 
 
 def _is_default_logger(logger: Any) -> bool:

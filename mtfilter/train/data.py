@@ -2,6 +2,7 @@
 already on the training device: per-replica epoch orders, minibatches, the full batch."""
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,10 +150,12 @@ class BitMappingDataModule(L.LightningDataModule):
                 f"data.num_bits={num_bits} is too many for permutation targets (at most "
                 f"{MAX_PERMUTATION_BITS}); use data.targets=random"
             )
+        given = num_samples is not None
         if num_samples is None:
             num_samples = 2**num_bits
         if num_samples < 1:
             raise ConfigError(f"data.num_samples must be at least 1, got {num_samples}")
+        _check_fits_in_memory(num_samples, num_bits, given)
         if targets != "random" and num_samples > 2**num_bits:
             raise ConfigError(
                 f"data.num_samples={num_samples} exceeds the {2**num_bits} distinct "
@@ -239,3 +242,25 @@ class BitMappingDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> FullBatch:
         return FullBatch(self._on_device())
+
+
+def _check_fits_in_memory(num_samples: int, num_bits: int, given: bool) -> None:
+    """Refuse targets that could not be held in this machine's memory, before allocating them
+    (float32: 4 bytes a bit; the model's input table and its optimizer state need more)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: left to the allocator
+        return
+    need = 4 * num_samples * num_bits
+    if need <= memory:
+        return
+    which = (
+        f"data.num_samples={num_samples}"
+        if given
+        else (f"data.num_samples (by default 2**data.num_bits = {num_samples})")
+    )
+    raise ConfigError(
+        f"{which} needs {need / 2**30:,.0f} GiB for its {num_bits}-bit targets alone, more "
+        f"than this machine's {memory / 2**30:.0f} GiB of memory: set data.num_samples (the "
+        f"targets alone allow at most {memory // (4 * num_bits):,}; the model needs more)"
+    )

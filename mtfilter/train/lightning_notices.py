@@ -14,11 +14,18 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
+# Lightning's start-up banner: accelerators this package never uses, and the GPU line where
+# there is no GPU (with one, its line stays: which device trains is worth a line).
+_BANNER = ("TPU available:", "HPU available:", "IPU available:", "GPU available: False")
+
+
 class _NoAdvertisements(logging.Filter):
-    """Drops Lightning's "Tip: try installing ..." suggestions of its cloud products."""
+    """Drops Lightning's "Tip: try installing ..." suggestions of its cloud products and the
+    banner lines above."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless cloud" not in str(record.msg)
+        message = str(record.msg)
+        return "Tip: For seamless cloud" not in message and not message.startswith(_BANNER)
 
 
 # Lightning's rank-zero messages go through one of these loggers, whichever was imported last.

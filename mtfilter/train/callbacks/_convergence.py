@@ -15,8 +15,7 @@ from mtfilter.record.publishing import recording
 
 
 class ConvergenceSchedule(Callback):
-    """Learning-rate drops on plateaus, then convergence and the stop, per replica (it was
-    `ConvergenceStop`, a name that hid the drops).
+    """Learning-rate drops on plateaus, then convergence and the stop, per replica.
 
     Convergence of `monitor`: converged once its best value improved by less than
     `max(rel_tol x best, abs_tol)` over the last `patience` epochs. Checked every `check_every`
@@ -31,6 +30,8 @@ class ConvergenceSchedule(Callback):
     With `stop`, a stacked replica that converges before its stack-mates stops there as its
     separate run would: its weights are frozen (learning rate 0) and its figures, summary and
     best checkpoint count its epochs up to that one only (`end_epochs`).
+
+    (Its name was `ConvergenceStop`, which hid the drops; checkpoints keep that key.)
 
     Written by hand because Lightning's EarlyStopping watches one logged value (a host sync
     every epoch here), with an absolute `min_delta` only, and decides for the whole model; this

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from mtfilter import BitMappingModule, CheckpointMismatchError, make_targets, per_bit_loss
-from tests.conftest import cli, log_dir, read_summary, state_dict_of, tiny_fit
+from tests.helpers import DATA, cli, log_dir, read_summary, state_dict_of, tiny_fit
 
-EARLIER = Path(__file__).parent / "data" / "checkpoints_2026_11_29"
+EARLIER = DATA / "checkpoints_2026_11_29"
 # the settings the earlier run was made with (its README)
 SETTINGS = ["--data.seeds", "[0, 1]", "--model.loss", "bce", "--convergence.patience", "10",
             "--convergence.check_every", "5", "--convergence.lr_drops", "2",

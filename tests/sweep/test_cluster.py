@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY
+from tests.helpers import REPO, TINY
 
 pytest.importorskip("submitit")
 
@@ -37,13 +37,13 @@ def write_sweep(folder: Path, name: str, settings: dict, **extra: object) -> Pat
 
 def run_sweep(config: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the fits import tests.signal_callbacks
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the fits import tests.helpers.signals
     return subprocess.run(command, cwd=config.parent, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
 
 
 def stop_at_epoch(flag: Path, **init_args: object) -> dict:
-    return {"class_path": "tests.signal_callbacks.StopSignalAtEpoch",
+    return {"class_path": "tests.helpers.signals.StopSignalAtEpoch",
             "init_args": {"flag": str(flag), "at_epoch": 300, **init_args}}  # fmt: skip
 
 

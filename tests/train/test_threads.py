@@ -8,7 +8,7 @@ import torch
 from mtfilter import BitMLP
 from mtfilter.train import threads
 from mtfilter.train.cli import MtfilterCLI
-from tests.conftest import CONFIGS, cli
+from tests.helpers import CONFIGS, cli
 
 
 @pytest.fixture(autouse=True)

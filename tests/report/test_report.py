@@ -13,61 +13,7 @@ from mtfilter.report import Estimate, compare, report, verdict
 from mtfilter.report._collect import collect
 from mtfilter.report._plots import _method_styles
 from mtfilter.report._stats import EpochRange
-
-# best val loss per (width, layout, seed): mt worse at 8 by ~0.1, no real difference at 64
-LOSSES = {
-    (8, "st", 0): 0.10, (8, "st", 1): 0.12, (8, "st", 2): 0.11,
-    (8, "mt", 0): 0.21, (8, "mt", 1): 0.21, (8, "mt", 2): 0.22,
-    (64, "st", 0): 0.050, (64, "st", 1): 0.060, (64, "st", 2): 0.040,
-    (64, "mt", 0): 0.055, (64, "mt", 1): 0.050, (64, "mt", 2): 0.052,
-}  # fmt: skip
-T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
-
-
-def fake_sweep(folder: Path, stacked: bool) -> Path:
-    grid = {"model.hidden_dim": [8, 64], "model.layout": ["st", "mt"], "seed_everything": [0, 1, 2]}
-    runs = []
-    for width in (8, 64):
-        for layout in ("st", "mt"):
-            name = f"hidden_dim={width}-layout={layout}"
-            run_folder = folder / name
-            run_folder.mkdir(parents=True)
-            values = {"model.hidden_dim": width, "model.layout": layout}
-            (run_folder / "run.json").write_text(json.dumps(
-                {"name": name, "values": values, "seeds": [0, 1, 2], "status": "completed"}
-            ))  # fmt: skip
-            summaries = [_summary(width, layout, seed) for seed in range(3)]
-            if stacked:
-                paths = []
-                for seed, summary in enumerate(summaries):
-                    (run_folder / f"seed_{seed}").mkdir()
-                    (run_folder / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
-                    paths.append(f"seed_{seed}/summary.json")
-                top = {"status": "completed", "seeds": [0, 1, 2], "replicas": paths}
-                (run_folder / "summary.json").write_text(json.dumps(top))
-            runs.append(name)
-    (folder / "sweep.json").write_text(json.dumps({"grid": grid, "runs": runs}))
-    return folder
-
-
-def _summary(width: int, layout: str, seed: int) -> dict:
-    loss = LOSSES[(width, layout, seed)]
-    return {
-        "status": "completed", "seed": seed, "epochs": 100, "wall_time_s": 2.0,
-        "convergence": {"converged": True, "epoch": 100},
-        "parameters": {"total": width * (10 if layout == "st" else 1), "per_task": width},
-        "train": {"loss_best": loss + 0.01, "loss_best_epoch": 90 + seed},
-        "val": {"loss_best": loss, "loss_best_epoch": 95 + seed, "acc_final": 0.9,
-                "exact_match_final": 0.5, "bit_error_best": loss / 2,
-                "exact_match_error_best": 3 * loss},
-        "floor": MT_FLOOR if layout == "mt" else ST_FLOOR,
-    }  # fmt: skip
-
-
-MT_FLOOR = {"bit_error": 0.01, "bit_error_kind": "lower bound", "exact_match_error": 0.05,
-            "exact_match_error_kind": "exact"}  # fmt: skip
-ST_FLOOR = {"bit_error": 0.0, "bit_error_kind": "exact", "exact_match_error": 0.0,
-            "exact_match_error_kind": "exact"}  # fmt: skip
+from tests.helpers.fake_sweeps import LOSSES, T_975_DF2, fake_summary, fake_sweep
 
 
 def hand_estimate(values):
@@ -137,7 +83,7 @@ def test_report_writes_csv_markdown_and_plots(tmp_path):
     for run in folder.iterdir():  # unstacked: one summary per run folder, seed 0 only
         if run.is_dir():
             width, layout = int(run.name.split("-")[0].split("=")[1]), run.name.split("=")[-1]
-            (run / "summary.json").write_text(json.dumps(_summary(width, layout, 0)))
+            (run / "summary.json").write_text(json.dumps(fake_summary(width, layout, 0)))
     written = report(folder)
     assert {p.name for p in written} >= {
         "results.csv",
@@ -190,7 +136,7 @@ def fake_method_sweep(folder: Path) -> Path:
         {"name": name, "values": values, "seeds": [0, 1, 2], "status": "completed"}
     ))  # fmt: skip
     for seed, loss in METHOD_LOSSES.items():
-        summary = {**_summary(8, "mt", seed), "val": {"loss_best": loss, "loss_best_epoch": 99}}
+        summary = {**fake_summary(8, "mt", seed), "val": {"loss_best": loss, "loss_best_epoch": 99}}
         summary["hparams"] = {"model": {"layout": "mt"}}
         summary["multitask"] = {"conflict_mean": {"conflict/fraction": 0.2 * seed,
                                                   "conflict/mean_cosine": -0.1}}  # fmt: skip
@@ -285,7 +231,7 @@ def fake_lr_sweep(folder: Path) -> Path:
             paths = []
             for seed in range(5):
                 loss = LR_LOSS[(layout, lr, seed < 2)] + 0.001 * seed
-                summary = {**_summary(8, layout, 0), "seed": seed}
+                summary = {**fake_summary(8, layout, 0), "seed": seed}
                 summary["val"] = {**summary["val"], "loss_best": loss}
                 (folder / name / f"seed_{seed}").mkdir()
                 (folder / name / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
@@ -442,6 +388,7 @@ def test_the_transition_is_where_mt_stays_within_noise_of_st():
 
 
 def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
+    from mtfilter.report._markdown import _choices_section
     from mtfilter.report._select import select
 
     rows = []
@@ -455,9 +402,13 @@ def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
     lr = "model.optimizer.init_args.lr"
     _, (tied,) = select(rows, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
     assert tied.chosen == {lr: 0.1} and tied.edges == {}  # 0.03 ties on bit error: inside
+    assert tied.tied_at_edge
     strictly = [{**r, "val_bit_error_best": 0.1} if r[lr] == 0.03 else r for r in rows]
     _, (edge,) = select(strictly, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
-    assert edge.chosen == {lr: 0.1} and edge.edges == {lr: "high"}
+    assert edge.chosen == {lr: 0.1} and edge.edges == {lr: "high"} and not edge.tied_at_edge
+    # results.md's legend counts both, and says why the tie is not marked
+    legend = " ".join(_choices_section([tied, edge], [lr], "hidden_dim"))
+    assert "(1 of 2 points; 1 more chose the lowest or highest value tried in a tie" in legend
 
 
 def test_methods_are_compared_within_each_setting_of_a_contrasted_key():
@@ -585,3 +536,36 @@ def test_a_baseline_under_two_settings_draws_two_distinguishable_lines():
     assert bce["color"] == l1["color"]  # mt's colour, both
     assert (bce["marker"], bce["linestyle"]) != (l1["marker"], l1["linestyle"])
     assert styles["aggregator=UPGrad"]["color"] != bce["color"]
+
+
+def test_a_report_waits_for_one_being_written_in_the_same_folder(tmp_path):
+    """Two sweeps over one folder that end together write their reports one after the other:
+    a second report process waits while the first holds the folder's report lock."""
+    import subprocess
+    import sys
+    import time
+
+    from mtfilter.folders import REPORT_LOCK, exclusive
+
+    folder = fake_sweep(tmp_path, stacked=True)
+    with exclusive(folder / REPORT_LOCK):
+        second = subprocess.Popen([sys.executable, "-m", "mtfilter.cli", "report", str(folder)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        time.sleep(3)  # ample for it to start and reach the lock (a report here takes ~2 s)
+        assert second.poll() is None and not (folder / "results.md").exists()
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    assert (folder / "results.md").is_file()
+
+
+def test_a_report_file_is_replaced_whole_or_not_at_all(tmp_path):
+    from mtfilter.folders import replacing
+
+    path = tmp_path / "results.md"
+    path.write_text("the earlier report")
+    with pytest.raises(RuntimeError), replacing(path) as temporary:
+        temporary.write_text("half of a")
+        raise RuntimeError("the writer died")
+    assert path.read_text() == "the earlier report" and sorted(tmp_path.iterdir()) == [path]
+    with replacing(path) as temporary:
+        temporary.write_text("the new report")
+    assert path.read_text() == "the new report" and sorted(tmp_path.iterdir()) == [path]

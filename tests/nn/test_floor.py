@@ -16,7 +16,7 @@ from mtfilter.nn.floor import (
     representational_floor,
     shared_output_width,
 )
-from tests.conftest import log_dir, read_summary, tiny_fit
+from tests.helpers import log_dir, read_summary, tiny_fit
 
 
 def _sign_patterns_by_linear_programs(normals: np.ndarray, offsets: np.ndarray) -> int:
@@ -151,6 +151,7 @@ BCE = ["--model.loss", "bce", "--model.optimizer.init_args.lr", "0.03",
        "--trainer.max_epochs", "1000", "--data.seeds", "[0, 1]"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", [2, 4])
 def test_training_never_beats_the_floor_and_reaches_it_where_it_is_zero(run_dir, hidden, capsys):
     # 4 bits: hidden 2 realises 11 of the 16 strings (5 wrong at best), hidden 4 all of them

@@ -12,7 +12,7 @@ from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.report._select import Choice
 from mtfilter.sweep import plan
 from mtfilter.sweep._protocol import Protocol, Selection
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 LR = "model.optimizer.init_args.lr"
 GRID = {"model.hidden_dim": [4], "model.layout": ["mt"]}

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import TINY, read_scalars, read_summary, state_dict_of
+from tests.helpers import TINY, read_scalars, read_summary, state_dict_of
 
 
 def _fit(folder, *args: str) -> subprocess.CompletedProcess:

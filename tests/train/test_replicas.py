@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtfilter import CheckpointMismatchError
-from tests.conftest import log_dir, read_summary, state_dict_of, tiny_fit
+from tests.helpers import log_dir, read_summary, state_dict_of, tiny_fit
 
 # The horizon: 150 epochs of 2 steps (300 optimizer steps); a plateau (< 10% better over 20
 # epochs) drops a replica's rate once. Judged on val/loss, the eval-mode figure studies report.

@@ -5,7 +5,7 @@ import pytest
 
 from mtfilter.train.callbacks import ConvergenceSchedule
 from mtfilter.train.callbacks._convergence import converged
-from tests.conftest import log_dir, read_summary, tiny_fit
+from tests.helpers import log_dir, read_summary, tiny_fit
 
 CHECK = ["--convergence.patience", "50", "--convergence.check_every", "10",
          "--trainer.max_epochs", "3000"]  # fmt: skip
@@ -43,6 +43,7 @@ def test_without_stop_it_trains_on_and_still_records_convergence(run_dir):
     assert summary["convergence"]["converged"] is True and summary["convergence"]["epoch"] < 400
 
 
+@pytest.mark.slow
 def test_a_resumed_fit_stops_where_an_uninterrupted_one_does(run_dir):
     straight = read_summary(log_dir(tiny_fit(*CHECK)))
     half = straight["epochs"] // 2
@@ -66,6 +67,7 @@ def test_a_plateau_drops_the_learning_rate_before_it_counts_as_converged(run_dir
     assert drops[1] - drops[0] >= 50  # a plateau at the new rate: patience epochs after the drop
 
 
+@pytest.mark.slow
 def test_a_resumed_fit_keeps_its_dropped_learning_rate(run_dir):
     args = ["--convergence.lr_drops", "2", *CHECK]  # CHECK ends with --trainer.max_epochs
     straight = read_summary(log_dir(tiny_fit(*args)))
@@ -83,7 +85,7 @@ def test_a_replicas_scaled_learning_rate_is_that_learning_rate(run_dir):
     import torch
 
     from mtfilter.train.cli import MtfilterCLI
-    from tests.conftest import TINY
+    from tests.helpers import TINY
 
     def trained(args: list[str], scale_replica: int | None):
         common = ["--config", str(TINY), "--trainer.max_epochs", "30"]

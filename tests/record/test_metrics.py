@@ -8,7 +8,7 @@ import torch
 from mtfilter.record import metrics
 from mtfilter.record.metrics import Figure
 from mtfilter.report import report
-from tests.conftest import cli, log_dir, read_scalars, read_summary, tiny_fit
+from tests.helpers import cli, log_dir, read_scalars, read_summary, tiny_fit
 
 # A figure the spec does not have: the share of wrong bits, per bit and mean.
 ERROR = Figure("val/error", lambda f: 1 - f.evaluation.accuracy, per_bit=True, evaluation=True,
@@ -62,7 +62,7 @@ def test_a_figure_added_after_a_checkpoint_still_resumes(run_dir, monkeypatch):
 
 
 def test_the_reports_columns_follow_the_spec(tmp_path, monkeypatch):
-    from tests.test_report import fake_sweep
+    from tests.helpers.fake_sweeps import fake_sweep
 
     monkeypatch.setattr(metrics, "FIGURES", [*metrics.FIGURES, ERROR])
     folder = fake_sweep(tmp_path, stacked=True)

@@ -16,7 +16,7 @@ import torch
 
 from mtfilter.cli.main import main
 from mtfilter.train.callbacks import _interrupt
-from tests.conftest import REPO, TINY, log_dir, read_summary, state_dict_of, tiny_fit
+from tests.helpers import REPO, TINY, log_dir, read_summary, state_dict_of, tiny_fit
 
 # the figures a resumed run must share with the uninterrupted one
 BEST = [("val", "loss_best"), ("val", "loss_best_epoch"), ("val", "bit_error_best"),
@@ -24,7 +24,7 @@ BEST = [("val", "loss_best"), ("val", "loss_best_epoch"), ("val", "bit_error_bes
 
 
 def callback(name: str, **init_args: object) -> str:
-    return json.dumps([{"class_path": f"tests.signal_callbacks.{name}", "init_args": init_args}])
+    return json.dumps([{"class_path": f"tests.helpers.signals.{name}", "init_args": init_args}])
 
 
 def fit_exit_status(*args: str) -> int:

@@ -7,7 +7,7 @@ from torch import nn
 
 from mtfilter import BitMappingDataModule, BitMLP, make_targets, per_bit_loss
 from mtfilter.nn.layers import ChunkedBatchNorm1d
-from tests.conftest import cli, log_dir, read_scalars, read_summary, state_dict_of
+from tests.helpers import cli, log_dir, read_scalars, read_summary, state_dict_of
 
 SGD = ["--model.optimizer.class_path", "torch.optim.SGD", "--model.optimizer.init_args.lr",
        "0.01", "--model.optimizer.init_args.momentum", "0.9"]  # fmt: skip
@@ -175,7 +175,7 @@ def test_numpy_permutation_targets_are_numpys_legacy_permutation():
 def test_the_original_configs_train_their_whole_budget(layout):
     """The original ran 10,000 epochs whatever happened: convergence is recorded, not obeyed."""
     from mtfilter.train.preflight import PreflightCLI
-    from tests.conftest import CONFIGS
+    from tests.helpers import CONFIGS
 
     config = PreflightCLI(["--config", str(CONFIGS / f"original/{layout}.yaml")]).config
     assert config.trainer.max_epochs == 10000 and config.convergence.stop is False

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from mtfilter.cli.main import main
-from tests.conftest import CONFIGS, TINY
+from tests.helpers import CONFIGS, TINY
 
 MAX_LINES = 3  # the error, and where to read more
 
@@ -31,6 +31,19 @@ def bad_files(folder: Path) -> None:
     (folder / "report_typo.yaml").write_text(yaml.safe_dump(misspelt))
     (folder / "empty.yaml").write_text("")
     (folder / "configs").mkdir()
+    (folder / "a_file").write_text("not a folder, not a checkpoint")
+    (folder / "model_is_a_word.yaml").write_text("model: mt\n")
+    no_base = {"folder": str(folder / "sweep"), "grid": {"model.hidden_dim": [8]}}
+    (folder / "no_base.yaml").write_text(yaml.safe_dump(no_base))
+    (folder / "gone_base.yaml").write_text(yaml.safe_dump({**no_base, "base": "gone.yaml"}))
+    unwritable = {**no_base, "base": str(TINY), "folder": str(folder / "a_file" / "sweep")}
+    (folder / "unwritable_sweep.yaml").write_text(yaml.safe_dump(unwritable))
+    # a checkpoint of tiny.yaml's model trained on data_seed 1 (its fingerprint made up)
+    other_data = {"num_bits": 4, "num_samples": 16, "data_fingerprint": "0123456789ab"}
+    torch.save({"hyper_parameters": other_data,
+                "datamodule_hyper_parameters": {"num_bits": 4, "targets": "permutation",
+                                                "data_seed": 1}},
+               folder / "other_data.ckpt")  # fmt: skip
 
 
 FIT = ["fit", "--config", str(TINY)]
@@ -97,6 +110,43 @@ CASES = {
     "sweep-report-typo": (
         ["sweep", "--config", "report_typo.yaml"],
         ["report_typo.yaml", "'contrast_kye' is not a report option"],
+    ),
+    "save-dir-not-writable": (
+        [*FIT, "--trainer.logger.init_args.save_dir", "/proc/nope"],
+        ["trainer.logger.init_args.save_dir /proc/nope", "cannot write in /proc"],
+    ),
+    "save-dir-under-a-file": (
+        [*FIT, "--trainer.logger.init_args.save_dir", "a_file/logs"],
+        ["save_dir a_file/logs", "a_file is a file, not a folder"],
+    ),
+    "root-dir-under-a-file": (
+        [*FIT, "--trainer.default_root_dir", "a_file/runs"],
+        ["a_file/runs", "a_file is a file, not a folder"],
+    ),
+    "targets-too-large-for-memory": (
+        [*FIT, "--data.num_bits", "40", "--data.targets", "random"],
+        ["data.num_samples (by default 2**data.num_bits", "GiB", "set data.num_samples"],
+    ),
+    "checkpoint-of-other-data": (
+        [*FIT, "--ckpt_path", "other_data.ckpt"],
+        ["another dataset", "data.data_seed: checkpoint 1, config 0"],
+    ),
+    "not-a-checkpoint": (
+        ["validate", "--config", str(TINY), "--ckpt_path", "a_file"],
+        ["--ckpt_path a_file: not a checkpoint (not a file written by torch.save)"],
+    ),
+    "model-is-a-word": (
+        [*FIT, "--config", "model_is_a_word.yaml"],
+        ["model (in model_is_a_word.yaml)", "expected a mapping of model.* settings, got 'mt'"],
+    ),
+    "sweep-without-base": (["sweep", "--config", "no_base.yaml"], ["base must be set"]),
+    "sweep-base-missing": (
+        ["sweep", "--config", "gone_base.yaml"],
+        ["base (in gone_base.yaml)", "no such file", "gone.yaml"],
+    ),
+    "sweep-folder-not-writable": (
+        ["sweep", "--config", "unwritable_sweep.yaml"],
+        ["a_file/sweep", "a_file is a file, not a folder"],
     ),
 }
 if not torch.cuda.is_available():

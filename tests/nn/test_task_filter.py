@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from mtfilter import BitMLP
+from mtfilter import BitMLP, CheckpointMismatchError
 from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
-from tests.conftest import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+from tests.helpers import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 BITS, SAMPLES, IN_DIM, HIDDEN = 3, 16, 4, 8
 
@@ -77,11 +77,14 @@ def test_the_filter_trains_and_is_reported(run_dir):
     assert not torch.equal(weights["net.hidden.0.filter.scale"], torch.ones(1, 8, 4, 1))
 
 
-def test_checkpoints_from_before_the_architecture_options_still_load():
+@pytest.mark.parametrize("option", ["task_filter", "residual", "shared_embedding"])
+def test_checkpoints_from_before_the_architecture_options_load_as_those_options_off(option):
     saved = {"data_fingerprint": "f", "num_bits": 4}  # written before the options existed
-    current = {"data_fingerprint": "f", "num_bits": 4, "task_filter": False, "residual": False,
-               "shared_embedding": False}  # fmt: skip
-    check_checkpoint_compatible({"hyper_parameters": saved}, current)
+    off = {"data_fingerprint": "f", "num_bits": 4, "task_filter": False, "residual": False,
+           "shared_embedding": False}  # fmt: skip
+    check_checkpoint_compatible({"hyper_parameters": saved}, off)  # the options' defaults
+    with pytest.raises(CheckpointMismatchError, match=f"{option}: checkpoint False, config True"):
+        check_checkpoint_compatible({"hyper_parameters": saved}, {**off, option: True})
 
 
 def test_the_residual_option_adds_each_hidden_layers_input():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtfilter.train.cli import TRAINER_DEFAULTS, MtfilterCLI
-from tests.conftest import TINY, log_dir, read_summary, tiny_fit
+from tests.helpers import TINY, log_dir, read_summary, tiny_fit
 
 pytestmark = [
     pytest.mark.gpu,

@@ -8,7 +8,7 @@ import torch
 
 from mtfilter import CheckpointMismatchError
 from mtfilter.cli.main import cli_main
-from tests.conftest import CONFIGS, cli, log_dir, tiny_fit
+from tests.helpers import CONFIGS, cli, log_dir, tiny_fit
 
 SHIPPED = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("original/*.yaml"))
 
@@ -109,3 +109,54 @@ def test_the_shipped_configs_build_their_full_size_models(config):
         assert counts["shared"] == 0 and own == table + tower
     if config == "original/st.yaml":  # ten towers on one shared table, as the original
         assert counts["shared"] == table and own == tower
+
+
+def test_fit_help_starts_with_mtfilters_own_options_and_all_adds_the_trainers(capsys):
+    from mtfilter.cli.main import run
+
+    assert run(["fit", "--help"]) == 0
+    short = capsys.readouterr().out
+    assert run(["fit", "--help", "all"]) == 0
+    full = capsys.readouterr().out
+    lines = short.splitlines()
+    assert next(i for i, line in enumerate(lines) if "--model." in line) < 60  # near the top
+    own = ["--model.hidden_dim", "--data.num_bits", "--convergence.patience",
+           "--checkpoint.every_n_seconds", "--progress.log_every_s", "--ckpt_path"]  # fmt: skip
+    for key in own:
+        assert key in short and key in full, key
+    assert "  --trainer.max_epochs MAX_EPOCHS" not in short
+    assert "  --trainer.max_epochs MAX_EPOCHS" in full
+    assert "`mtfilter fit --help all`" in short.splitlines()[-1]
+    assert len(short.splitlines()) < len(full.splitlines()) / 2
+
+
+def test_a_fit_prints_no_lightning_banner_or_model_table(run_dir, capsys, caplog):
+    tiny_fit("--trainer.max_epochs", "2")
+    captured = capsys.readouterr()
+    # a logger's filters drop a record before any handler, pytest's capture included
+    shown = "\n".join([captured.out, captured.err, *(r.getMessage() for r in caplog.records)])
+    assert "TPU available" not in shown and "GPU available: False" not in shown
+    assert "Total params" not in shown and "FLOPs" not in shown
+    assert "parameters (" in shown  # mtfilter's own count of the model
+
+
+def test_default_root_dir_holds_the_logs_as_well_as_the_checkpoints(run_dir):
+    run = tiny_fit("--trainer.max_epochs", "2", "--trainer.default_root_dir", "elsewhere")
+    folder = log_dir(run)
+    assert folder.resolve().parent == (run_dir / "elsewhere" / "lightning_logs").resolve()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_a_sweeps_dry_run_can_be_a_bare_flag(run_dir, capsys):
+    import yaml
+
+    from mtfilter.cli.main import run
+    from tests.helpers import TINY
+
+    sweep = {"base": str(TINY), "folder": "sweep", "grid": {"model.hidden_dim": [4, 8]}}
+    (run_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    for args in (["--dry_run", "--config", "sweep.yaml"], ["--config", "sweep.yaml", "--dry_run"]):
+        assert run(["sweep", *args]) == 0
+        assert "2 runs in sweep" in capsys.readouterr().out
+    assert not (run_dir / "sweep").exists()

@@ -1,30 +1,10 @@
+"""The bit-mapping data module: its settings, sample orders per replica and rank, and loaders."""
+
 import pytest
 import torch
 
 from mtfilter import BitMappingDataModule, ConfigError, fingerprint, make_targets
 from mtfilter.train.data import EpochBatches, EpochShuffle, FullBatch
-
-
-def test_targets_are_a_pure_function_of_their_arguments():
-    a = make_targets(6, 64, "permutation", data_seed=3)
-    assert torch.equal(a, make_targets(6, 64, "permutation", data_seed=3))
-    assert not torch.equal(a, make_targets(6, 64, "permutation", data_seed=4))
-    assert fingerprint(a) == fingerprint(a.clone())
-    assert fingerprint(a) != fingerprint(make_targets(6, 64, "permutation", data_seed=4))
-
-
-def test_permutation_maps_onto_distinct_bit_strings():
-    targets = make_targets(5, 32, "permutation", data_seed=0)
-    assert targets.shape == (32, 5)
-    assert set(targets.unique().tolist()) == {0.0, 1.0}
-    codes = {tuple(row) for row in targets.int().tolist()}
-    assert len(codes) == 32  # all 2**5 strings, each once
-
-
-def test_random_targets_are_fair_independent_bits():
-    targets = make_targets(8, 4096, "random", data_seed=0)
-    assert abs(float(targets.mean()) - 0.5) < 0.02
-    assert len({tuple(row) for row in targets.int().tolist()}) < 4096  # repeats allowed
 
 
 def test_data_module_resolves_defaults_and_fingerprint():

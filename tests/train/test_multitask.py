@@ -16,7 +16,7 @@ from mtfilter.train.multitask import (
     per_replica_jacobian,
     set_shared_gradients,
 )
-from tests.conftest import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
+from tests.helpers import log_dir, read_scalars, read_summary, state_dict_of, tiny_fit
 
 BITS = 4
 LAST = "checkpoints/last.ckpt"

@@ -18,7 +18,7 @@ from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.sweep import plan
 from mtfilter.sweep._grid import Run, distinct_names, expand_grid, run_name
 from mtfilter.sweep._state import RunLock, is_locked
-from tests.conftest import REPO, TINY, read_scalars
+from tests.helpers import REPO, TINY, read_scalars
 
 
 def write_sweep(folder: Path, grid: dict, **extra) -> Path:
@@ -229,6 +229,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch, 
     assert "did not complete" in (tmp_path / "sweep" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = write_sweep(tmp_path, {"model.hidden_dim": [4]})
@@ -316,15 +317,15 @@ def test_submitit_local_mode_runs_the_sweep(tmp_path, monkeypatch):
 
 
 def callback(name: str, **init_args: object) -> dict:
-    """A callback of tests.signal_callbacks.py as a fit setting."""
-    return {"class_path": f"tests.signal_callbacks.{name}", "init_args": init_args}
+    """A callback of tests.helpers.signals.py as a fit setting."""
+    return {"class_path": f"tests.helpers.signals.{name}", "init_args": init_args}
 
 
 def sweep_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "mtfilter.cli", "sweep", "--config", str(config)]
 
 
-# The sweep and its fits import tests.signal_callbacks
+# The sweep and its fits import tests.helpers.signals
 SWEEP_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -480,3 +481,29 @@ def test_methods_as_an_axis_are_built_and_checked_before_anything_starts():
         plan(TINY, {"model.scalarizer": [uw]}, {}, "auto", "cpu")
     with pytest.raises(ConfigError, match="Aggregator"):
         plan(TINY, {"model.aggregator": [{"class_path": "torch.nn.Linear"}]}, {}, "auto", "cpu")
+
+
+@pytest.mark.parametrize("has_checkpoint", [True, False], ids=["checkpoint", "none-yet"])
+def test_a_stopped_runs_record_says_whether_it_resumes_or_starts_anew(
+    tmp_path, monkeypatch, has_checkpoint
+):
+    """A fit stopped by Ctrl-C (here: a process that ends by SIGINT at once) before or after
+    writing its first last.ckpt."""
+    from mtfilter.sweep import _execute
+    from mtfilter.sweep._state import RunState
+
+    folder = tmp_path / "run"
+    RunState("run", {}, [0], {}, "digest", 1, 1.0).save(folder)
+    if has_checkpoint:
+        (folder / "checkpoints").mkdir()
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    ended_by_sigint = [
+        sys.executable,
+        "-c",
+        "import os, signal; os.kill(os.getpid(), signal.SIGINT)",
+    ]
+    monkeypatch.setattr(_execute, "fit_command", lambda _: ended_by_sigint)
+    state = _execute.execute(folder)
+    assert state is not None and state.status == "stopped"
+    expected = "go on from its last.ckpt" if has_checkpoint else "before its first checkpoint"
+    assert state.error.startswith("stopped by Ctrl-C: ") and expected in state.error

@@ -5,7 +5,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c a
 from torch.utils.tensorboard import SummaryWriter
 
 from mtfilter.record import tensorboard
-from tests.conftest import read_scalars
+from tests.helpers import read_scalars
 
 
 def test_fast_checksum_equals_tensorboards_own():
