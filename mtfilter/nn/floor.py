@@ -8,7 +8,8 @@ R(d) = sum_{i<=d} C(T, i) regions (Zaslavsky 1975; Stanley, "An Introduction to 
 Arrangements"), general position reaching it. So at most R(d) distinct strings can come out,
 whatever the layers before do; a target set that needs more has inputs that must be wrong.
 
-Standard library only: the report and the sweep compute it without loading torch.
+Standard library only: no torch is needed to compute or describe it. The fit computes it once
+(`model_floor`) into each summary, where the report reads it.
 """
 
 import math

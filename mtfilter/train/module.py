@@ -1,8 +1,9 @@
 """The LightningModule: one experiment's hooks. An epoch is one `training_step` (an optimizer step
 per minibatch, then the whole dataset evaluated); what each piece does lives beside it: the
-figures in `metrics.py`, the losses in `losses.py`, the multitask gradients in `objective.py`,
-the step's extras in `steps.py`, publishing in `publishing.py`, checkpoint checks in
-`checkpoints.py`."""
+model in `mtfilter.nn.model`, the losses in `mtfilter.nn.losses`, a step's gradients (sum,
+Cost-Out, TorchJD) in `task_gradients.py`, each replica's learning rate in `replica_rates.py`,
+the figures in `mtfilter.record.metrics` and their publishing in `mtfilter.record.publishing`,
+checkpoint checks in `checkpoint_compat.py` and `checkpoint_upgrade.py`."""
 
 import os
 from dataclasses import asdict
