@@ -33,7 +33,7 @@ fit: $(STAMP)  ## train one run: make fit CONFIG=configs/st.yaml ARGS="--trainer
 		echo "make: mtfilter fit exited with status $$status (see mtfilter --help)" >&2; \
 		exit $$status; }
 
-test: $(STAMP)  ## run the test suite (CPU, ~15 minutes on 2 cores)
+test: $(STAMP)  ## run the test suite (CPU, 10-15 minutes on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: $(STAMP)  ## the suite without the tests marked slow (over ~10 s each): the inner loop
