@@ -15,7 +15,9 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     """mtfilter modules that `path` imports, at module level or inside functions (not under
-    `if TYPE_CHECKING:`)."""
+    `if TYPE_CHECKING:`), and those the package's facade (mtfilter/__init__.py) imports on
+    first use of a name (the module paths of its `_SOURCES`). `from mtfilter import folders`
+    imports the module `mtfilter.folders`, not the facade's names."""
     tree = ast.parse(path.read_text())
     skipped = {
         id(node)
@@ -30,14 +32,19 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            found |= submodules
+            if len(submodules) < len(node.names):  # names defined in the module itself
+                found.add(node.module)
+        elif isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_SOURCES":
+            found |= set(ast.literal_eval(node.value).values())  # the facade's lazy imports
     return {name for name in found if name in modules}
 
 
 # The floors, lowest first (../shared/STYLE.md, README "Layout"): each imports only floors below
-# it. The ground floor is the package's top-level modules.
-FLOORS = ["ground", "nn", "record", "train", "report", "sweep", "cli"]
+# it. The ground floor is the package's top-level modules; `mtfilter` itself, the facade that
+# re-exports the public names, sits above every floor it re-exports from.
+FLOORS = ["ground", "nn", "record", "train", "report", "sweep", "cli", "facade"]
 
 
 def module_graph() -> dict[str, set[str]]:
@@ -46,9 +53,12 @@ def module_graph() -> dict[str, set[str]]:
 
 
 def floor_of(module: str) -> str:
-    """`mtfilter.sweep._plan` -> `sweep`; the top-level modules (`mtfilter.folders`) -> ground."""
+    """`mtfilter.sweep._plan` -> `sweep`; the top-level modules (`mtfilter.folders`) -> ground;
+    `mtfilter` itself -> facade."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else "ground"
+    if len(parts) == 1:
+        return "facade"
+    return parts[1] if (PACKAGE / parts[1]).is_dir() else "ground"
 
 
 def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
