@@ -113,7 +113,7 @@ def test_best_checkpoint_holds_exactly_the_best_epochs_weights(run_dir):
     summary = read_summary(folder)
     best_epoch, best, final = (summary["val"][k] for k in ("loss_best_epoch", "loss_best",
                                                            "loss_final"))  # fmt: skip
-    assert best_epoch < summary["epochs"] and final > 1.05 * best
+    assert best_epoch < summary["epochs"] and final > (1 + 1e-3) * best  # two figures to tell apart
     checkpoint = torch.load(folder / "checkpoints/best.ckpt", weights_only=True)
     assert checkpoint["mtfilter"]["best"]["epoch"] == [best_epoch]
     for name, expected in (("best", best), ("last", final)):
@@ -327,10 +327,11 @@ def test_progress_shows_a_bar_on_a_terminal_and_plain_lines_without(run_dir, mon
 
     tiny_fit("--progress.refresh_s", "0")
     assert "epoch" not in capsys.readouterr().err  # no terminal, a short fit: no line is due
-    tiny_fit("--progress.log_every_s", "1e-9", "--convergence.patience", "10",
-             "--convergence.check_every", "5", "--convergence.lr_drops", "1")  # fmt: skip
+    run = tiny_fit("--progress.log_every_s", "1e-9", "--convergence.patience", "10",
+                   "--convergence.check_every", "5", "--convergence.lr_drops", "1")  # fmt: skip
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
-    assert len(lines) >= 40 and "\r" not in "".join(lines)  # one plain line per epoch here
+    epochs = read_summary(log_dir(run))["epochs"]
+    assert len(lines) == epochs and "\r" not in "".join(lines)  # one plain line per epoch here
     assert lines[0].startswith("epoch 1 (until converged, at most 50), ")
     for part in ("min, ", "epochs/s, ", "best val/loss 0.", "lr drops ", "converged 0 of 1"):
         assert part in lines[0], part
