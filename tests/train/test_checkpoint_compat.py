@@ -55,11 +55,14 @@ def test_an_earlier_checkpoint_validates_to_its_own_figures(run_dir):
 
 @pytest.mark.slow
 def test_an_earlier_last_checkpoint_resumes_folded_as_it_would_with_its_biases(run_dir):
-    """From the same stored state to convergence, with the biases folded and with them kept:
+    """From the same stored state, with the biases folded and with them kept:
     the weights agree to rounding, and each BatchNorm's running mean is the kept one's minus its
     bias. The kept biases random-walk on rounding noise and the running mean lags behind them,
     so there the two differ by at most twice the distance the biases drifted."""
-    resume = ["--trainer.max_epochs", "40", "--ckpt_path", str(EARLIER / "last.ckpt")]
+    # 10 more epochs for both whatever their convergence says (its verdict rides on val/loss,
+    # which the kept biases' noise moves a little)
+    resume = ["--trainer.max_epochs", "40", "--convergence.stop", "false",
+              "--ckpt_path", str(EARLIER / "last.ckpt")]  # fmt: skip
     folded = log_dir(tiny_fit(*SETTINGS, *resume))
     kept = log_dir(tiny_fit(*SETTINGS, *WITH_BIASES, *resume))
     a = state_dict_of(folded / "checkpoints/last.ckpt")
@@ -72,13 +75,13 @@ def test_an_earlier_last_checkpoint_resumes_folded_as_it_would_with_its_biases(r
             continue
         bias = name.replace("norm.running_mean", "linear.bias")
         drift = float((b[bias] - stored[bias]).abs().max())
-        assert 0 < drift < 1e-2  # noise-driven, and small at the dropped rates
+        assert drift < 1e-2  # noise-driven, and small at the dropped rates
         gap = tensor - (b[name] - b[bias].reshape(-1))
         assert float(gap.abs().max()) <= 2 * drift + 1e-6, name
     for seed in (0, 1):
         summary = read_summary(folded / f"seed_{seed}")
         reference = read_summary(kept / f"seed_{seed}")
-        assert summary["epochs"] == reference["epochs"] > 30
+        assert summary["epochs"] == reference["epochs"] == 40
         # the convergence schedule's state (its learning-rate drops) came back too
         assert summary["convergence"]["lr_drop_epochs"] == [15, 25]
         assert summary["val"]["loss_best"] == pytest.approx(reference["val"]["loss_best"], rel=1e-5)
