@@ -70,9 +70,8 @@ def write_json(path: str | Path, content: Any) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_strict(content), indent=2, default=str))
-    os.replace(tmp, path)
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps(_strict(content), indent=2, default=str))
 
 
 def _strict(value: Any) -> Any:

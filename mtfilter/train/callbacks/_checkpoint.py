@@ -14,6 +14,7 @@ from typing_extensions import override
 
 from mtfilter.errors import ConfigError, NonFiniteLossError
 from mtfilter.record.publishing import RecordsEpochs, recording
+from mtfilter.train.checkpoint_upgrade import tracked_entries
 
 
 class BestEpochCheckpoint(ModelCheckpoint):
@@ -104,11 +105,7 @@ class BestEpochCheckpoint(ModelCheckpoint):
         self._record = recording(pl_module)  # checked once, read every epoch
         replicas = len(self._record.replicas)
         state = pl_module.state_dict()  # detached tensors sharing the live storage
-        self._names = [
-            name
-            for name, t in state.items()
-            if t.is_floating_point() and t.dim() > 0 and t.shape[0] % replicas == 0
-        ]
+        self._names = tracked_entries(state, replicas)
         self._live = [state[name].view(replicas, -1) for name in self._names]
         device = pl_module.device
         if self._restored is not None:  # resumed: the best so far comes from last.ckpt
