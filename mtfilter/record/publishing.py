@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from mtfilter.errors import NonFiniteLossError
+from mtfilter.nn.floor import Floor
 from mtfilter.nn.replicas import Replica
 from mtfilter.record import tensorboard
 from mtfilter.record.conflicts import ConflictRecord
@@ -145,6 +146,7 @@ class RecordsEpochs(Protocol):
     num_bits: int
     epoch_log: EpochLog
     publisher: EpochPublisher
+    floor: Floor | None  # the model's representational floor on its data, once fit starts
 
     def publish_epoch_log(self, check_finite: bool = True) -> None: ...
 

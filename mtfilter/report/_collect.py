@@ -63,7 +63,7 @@ FLOOR_COLUMNS = {
 def columns() -> list[str]:
     """Every figure of a row, in the order of results.csv after the varied keys."""
     return ["parameters_total", "parameters_per_task", *figure_columns(), *FLOOR_COLUMNS,
-            "epochs", "converged", "converged_epoch", "wall_time_s",
+            "epochs", "converged", "converged_epoch", "converged_reason", "wall_time_s",
             *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES, *AT_BEST_CONFLICT_FIGURES]  # fmt: skip
 
 
@@ -130,6 +130,7 @@ def _row(
         "epochs": summary.epochs if summary.epochs else None,
         "converged": convergence.get("converged"),
         "converged_epoch": convergence.get("epoch"),
+        "converged_reason": convergence.get("converged_reason"),
         "wall_time_s": summary.wall_time_s or None,
         **{column: conflict.get(tag) for column, tag in CONFLICT_FIGURES.items()},
         **{column: last.get(tag) for column, tag in LAST_CONFLICT_FIGURES.items()},

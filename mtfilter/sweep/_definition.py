@@ -33,6 +33,20 @@ def report_settings(report: dict[str, Any], select: Selection | None) -> dict[st
     }  # fmt: skip
 
 
+# The convergence rule of studies compared on a loss-free error (see `with_floor_stop`).
+FLOOR_STOP_KEY = "convergence.stop_at_floor"
+LOSS_FREE_METRICS = ("bit_error", "exact_match_error")
+
+
+def with_floor_stop(settings: dict[str, Any], metric: str | None) -> dict[str, Any]:
+    """A study compared on bit error or exact-match error ends each replica where both reach
+    the model's floor, which no later epoch can pass (`ConvergenceSchedule.stop_at_floor`);
+    its settings can say otherwise (`convergence.stop_at_floor: false`)."""
+    if metric in LOSS_FREE_METRICS and FLOOR_STOP_KEY not in settings:
+        return {**settings, FLOOR_STOP_KEY: True}
+    return settings
+
+
 def recorded_grid(grid: Grid | list[Grid], select: Selection) -> list[Grid]:
     """The grid as sweep.json records it: the protocol's keys and seeds as axes too, so the
     report knows every key that varies."""

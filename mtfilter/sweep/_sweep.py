@@ -8,7 +8,13 @@ from jsonargparse.typing import Path_fr
 
 from mtfilter.errors import ConfigError
 from mtfilter.folders import unwritable
-from mtfilter.sweep._definition import Value, definition, plain, report_settings
+from mtfilter.sweep._definition import (
+    Value,
+    definition,
+    plain,
+    report_settings,
+    with_floor_stop,
+)
 from mtfilter.sweep._grid import Run, describe
 from mtfilter.sweep._plan import plan, plan_waves
 from mtfilter.sweep._protocol import Protocol, Selection
@@ -44,7 +50,10 @@ def sweep(
         grid: Axes to vary, `key: [values]`, any key `mtfilter fit` accepts, e.g.
             `model.hidden_dim: [8, 16]`. Every combination is one point. A list of such
             grids runs the union of their points.
-        settings: Keys set for every point, on top of the base config.
+        settings: Keys set for every point, on top of the base config. A sweep compared on
+            `bit_error` or `exact_match_error` (`select`'s default) adds
+            `convergence.stop_at_floor: true` unless they set it: each replica ends where those
+            errors reach the model's floor, which no later epoch passes.
         folder: The sweep's folder: one subfolder per run, the report at the top.
         select: Select, then confirm: per grid point, candidate values (e.g. learning rates)
             run on selection seeds, the best is picked (a pick at an edge of the candidates
@@ -78,6 +87,7 @@ def sweep(
         "stack_learning_rates": stack_learning_rates,
     }
     report_options = report_settings(plain(report or {}), select)
+    settings = with_floor_stop(settings, report_options.get("metric"))
     protocol = Protocol(select, grid) if select is not None else None
     if protocol is None:
         runs = plan(base_path, grid, settings, device=device, **stacking)

@@ -65,5 +65,8 @@ def _convergence_note(convergence: dict[str, Any] | None) -> str:
     if not convergence or convergence.get("converged") is None:
         return ""
     if convergence["converged"]:
-        return f"; converged at epoch {convergence['epoch']}"
+        at_floor = convergence.get("converged_reason") == "floor"
+        return f"; converged at epoch {convergence['epoch']}" + (
+            " (bit error and exact-match error at their floor)" if at_floor else ""
+        )
     return "; not converged (still improving when it ended: not an optimum)"

@@ -33,6 +33,7 @@ def test_a_fit_stops_once_converged_and_says_when(run_dir):
     assert summary["status"] == "completed"
     convergence = summary["convergence"]
     assert convergence["converged"] is True and convergence["epoch"] == summary["epochs"] < 3000
+    assert convergence["converged_reason"] == "plateau"
     assert summary["epochs"] % 10 == 0  # on a check
 
 

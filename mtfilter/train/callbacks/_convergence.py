@@ -1,6 +1,6 @@
 """The schedule to convergence, per replica: on a plateau of the best loss, a learning-rate drop
 (the first `lr_drops` times), then convergence, recorded, and a stop once every replica has
-converged."""
+converged; or, with `stop_at_floor`, convergence where the loss-free errors reach their floor."""
 
 from typing import Any
 
@@ -11,7 +11,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from mtfilter.errors import ConfigError
-from mtfilter.record.publishing import recording
+from mtfilter.nn.floor import Floor
+from mtfilter.record.epoch_log import EpochLog
+from mtfilter.record.publishing import RecordsEpochs, recording
 
 
 class ConvergenceSchedule(Callback):
@@ -31,6 +33,13 @@ class ConvergenceSchedule(Callback):
     separate run would: its weights are frozen (learning rate 0) and its figures, summary and
     best checkpoint count its epochs up to that one only (`end_epochs`).
 
+    With `stop_at_floor`, a replica whose lowest bit error and exact-match error so far both
+    reached the model's representational floor (`BitMappingModule.floor`; 0 wherever the last
+    shared layer is at least `num_bits` wide) has converged too, with reason `floor`: neither
+    figure can go below its floor, so no later epoch improves the figures a study compares.
+    Checked at every check from the first, before `patience`. The loss at that epoch is not the
+    loss's optimum: leave it off where the loss is the compared figure.
+
     (Its name was `ConvergenceStop`, which hid the drops; checkpoints keep that key.)
 
     Written by hand because Lightning's EarlyStopping watches one logged value (a host sync
@@ -49,6 +58,7 @@ class ConvergenceSchedule(Callback):
             recorded (as for the original's fixed 10,000 epochs).
         lr_drops: Learning-rate drops on a plateau before a plateau counts as converged.
         lr_drop_factor: What each drop multiplies the learning rate by.
+        stop_at_floor: Also converge where bit error and exact-match error reach the floor.
     """
 
     def __init__(
@@ -61,6 +71,7 @@ class ConvergenceSchedule(Callback):
         stop: bool = True,
         lr_drops: int = 0,
         lr_drop_factor: float = 0.1,
+        stop_at_floor: bool = False,
     ) -> None:
         for name, value, least in [("patience", patience, 0), ("rel_tol", rel_tol, 0),
                                    ("abs_tol", abs_tol, 0), ("check_every", check_every, 1),
@@ -75,7 +86,9 @@ class ConvergenceSchedule(Callback):
         self.rel_tol, self.abs_tol = rel_tol, abs_tol
         self.check_every, self.stop = check_every, stop
         self.lr_drops, self.lr_drop_factor = lr_drops, lr_drop_factor
+        self.stop_at_floor = stop_at_floor
         self.converged_epochs: list[int | None] = []  # per replica: the check that found it
+        self.converged_reasons: list[str | None] = []  # per replica: "plateau" or "floor"
         self.drop_epochs: list[list[int]] = []  # per replica: the checks that dropped its lr
 
     @property
@@ -87,44 +100,62 @@ class ConvergenceSchedule(Callback):
 
     @property
     def enabled(self) -> bool:
-        return self.patience > 0
+        return self.patience > 0 or self.stop_at_floor
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         replicas = len(recording(pl_module).replicas)
         if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
             self.converged_epochs = [None] * replicas
+            self.converged_reasons = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if not self.enabled or epoch % self.check_every or epoch <= self.patience:
+        if not self.enabled or epoch % self.check_every:
             return
+        plateaus = self.patience > 0 and epoch > self.patience
         record = recording(pl_module)
+        floor = record.floor if self.stop_at_floor else None
+        if not plateaus and floor is None:
+            return
         record.publish_epoch_log()  # the history up to this epoch, on the host
+        at_floor = at_floor_replicas(record.epoch_log, floor) if floor is not None else None
         epochs, values = record.epoch_log.history(self.monitor)  # (E,), (E, R)
         for replica, found in enumerate(self.converged_epochs):
+            if found is not None:
+                continue
+            if at_floor is not None and at_floor[replica]:
+                self._converge(record, replica, epoch, "floor")
+                continue
             drops = self.drop_epochs[replica]
             settled = epoch - (drops[-1] if drops else 0) >= self.patience  # since its last drop
-            if found is not None or not settled:
-                continue
-            if not converged(values[:, replica], epochs, epoch, self):
+            if not (plateaus and settled and converged(values[:, replica], epochs, epoch, self)):
                 continue
             if len(drops) < self.lr_drops:
                 drops.append(epoch)
                 record.scale_learning_rate(replica, self.lr_drop_factor)
             else:
-                self.converged_epochs[replica] = epoch
-                if self.stop:  # its separate run ends here: no further step moves it
-                    record.scale_learning_rate(replica, 0.0)
+                self._converge(record, replica, epoch, "plateau")
         done = all(e is not None for e in self.converged_epochs)
         if self.stop and done and not trainer.should_stop:
-            rank_zero_info(
-                f"converged at epoch {epoch}: best {self.monitor} improved by less than "
-                f"{self.rel_tol:g} (relative) over the last {self.patience} epochs"
+            reasons = set(self.converged_reasons)
+            how = (
+                f"best {self.monitor} improved by less than {self.rel_tol:g} (relative) over the "
+                f"last {self.patience} epochs"
             )
+            if reasons == {"floor"}:
+                how = "bit error and exact-match error at the representational floor"
+            elif "floor" in reasons:
+                how += ", or the errors at their floor"
+            rank_zero_info(f"converged at epoch {epoch}: {how}")
             trainer.should_stop = True
+
+    def _converge(self, record: RecordsEpochs, replica: int, epoch: int, reason: str) -> None:
+        self.converged_epochs[replica], self.converged_reasons[replica] = epoch, reason
+        if self.stop:  # its separate run ends here: no further step moves it
+            record.scale_learning_rate(replica, 0.0)
 
     @property
     def end_epochs(self) -> list[int | None]:
@@ -138,9 +169,12 @@ class ConvergenceSchedule(Callback):
         """The criterion and its outcome for one replica, for the run summary."""
         found = self.converged_epochs[replica] if replica < len(self.converged_epochs) else None
         drops = self.drop_epochs[replica] if replica < len(self.drop_epochs) else []
+        reasons = self.converged_reasons
         return {
             "converged": (found is not None) if self.enabled else None,
             "epoch": found,
+            "converged_reason": reasons[replica] if replica < len(reasons) else None,
+            "stop_at_floor": self.stop_at_floor,
             "lr_drop_epochs": list(drops),
             "monitor": self.monitor,
             "patience": self.patience,
@@ -154,6 +188,7 @@ class ConvergenceSchedule(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "converged_epochs": list(self.converged_epochs),
+            "converged_reasons": list(self.converged_reasons),
             "drop_epochs": [list(drops) for drops in self.drop_epochs],
         }
 
@@ -163,6 +198,9 @@ class ConvergenceSchedule(Callback):
         self.drop_epochs = [list(d) for d in state_dict.get("drop_epochs", [])]
         if len(self.drop_epochs) != len(self.converged_epochs):
             self.drop_epochs = [[] for _ in self.converged_epochs]
+        # checkpoints from before the floor rule: every convergence was a plateau's
+        plateau = [None if e is None else "plateau" for e in self.converged_epochs]
+        self.converged_reasons = list(state_dict.get("converged_reasons", plateau))
 
 
 def schedule_of(trainer: L.Trainer) -> "ConvergenceSchedule | None":
@@ -182,3 +220,17 @@ def converged(
     if not np.isfinite(before):
         return False
     return before - now < max(rule.rel_tol * abs(before), rule.abs_tol)
+
+
+# Below one wrong bit's share of any dataset up to ~10^6 bits, above float32's rounding of a mean.
+FLOOR_TOLERANCE = 1e-6
+
+
+def at_floor_replicas(log: EpochLog, floor: Floor) -> np.ndarray:
+    """(R,) bool: whether each replica's lowest bit error and exact-match error so far are at
+    the floor (`Floor`): the optimum of both figures, which no epoch can pass."""
+    bits, _ = log.best("val/bit_error")
+    strings, _ = log.best("val/exact_match_error")
+    return (bits <= floor.bit_error + FLOOR_TOLERANCE) & (
+        strings <= floor.exact_match_error + FLOOR_TOLERANCE
+    )

@@ -146,12 +146,12 @@ class EpochProgressBar(ProgressBar):
 
 
 def _stops_at_convergence(trainer: L.Trainer, max_epochs: int) -> bool:
-    """Whether the convergence schedule can end the run before `max_epochs` (its first check
-    comes after `patience` epochs)."""
+    """Whether the convergence schedule can end the run before `max_epochs` (its first plateau
+    check comes after `patience` epochs; a floor check at its first check)."""
     from mtfilter.train.callbacks._convergence import schedule_of  # a sibling
 
     schedule = schedule_of(trainer)
     return (
         schedule is not None and schedule.enabled and schedule.stop
-        and max_epochs > schedule.patience
+        and (max_epochs > schedule.patience or schedule.stop_at_floor)
     )  # fmt: skip
