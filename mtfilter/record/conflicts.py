@@ -24,10 +24,15 @@ class ConflictRecord:
         self._taken_rows: list[Tensor] = []  # (R, K) each
 
     def add(self, epoch: int, row: Tensor, cosines: Tensor) -> None:
-        row = row.detach().float()
+        row, cosines = row.detach().float(), cosines.detach()
         self._epochs.append(epoch)
         self._rows.append(row)
-        self.latest_row, self.latest_cosines = row, cosines.detach()
+        if self.latest_row is None or self.latest_cosines is None:
+            self.latest_row, self.latest_cosines = row, cosines
+        else:  # a replica not measured (a row of NaN: it stopped) keeps its last measurement
+            measured = ~row.isnan().all(1)  # (R,)
+            self.latest_row = torch.where(measured[:, None], row, self.latest_row)
+            self.latest_cosines = torch.where(measured[:, None, None], cosines, self.latest_cosines)
         if self._sum is None or self._count is None:
             self._sum, self._count = torch.zeros_like(row), torch.zeros_like(row)
         self._sum.add_(row.nan_to_num(0.0))

@@ -48,6 +48,14 @@ class EpochLog:
         """(R,) values of `key` in the last recorded epoch, still on the device."""
         return self._latest[:, self.index[key]]
 
+    def last_row(self) -> Tensor:
+        """The (R, K) row of the last recorded epoch (float32; on the host once pulled)."""
+        if self._pending_epochs:
+            return self._latest
+        if not len(self._epochs):
+            raise ValueError("no epoch recorded yet")
+        return torch.from_numpy(self._values[-1]).float()
+
     def pull(self) -> int:
         """Move pending rows to the host (one device-to-host copy); returns how many."""
         count = len(self._pending_epochs)

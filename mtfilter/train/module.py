@@ -39,6 +39,7 @@ from mtfilter.train.checkpoint_upgrade import fold_biases_before_batch_norm
 from mtfilter.train.data import Batch, Epoch
 from mtfilter.train.distributed import average_gradients
 from mtfilter.train.epoch_totals import EpochTotals
+from mtfilter.train.live_replicas import LiveReplicas
 from mtfilter.train.replica_rates import ReplicaLearningRates
 from mtfilter.train.task_gradients import TaskGradients, check_settings
 
@@ -169,10 +170,14 @@ class BitMappingModule(L.LightningModule):
         self.hparams.update({k: v for k, v in asdict(config).items()
                              if k not in ("num_replicas", "init_seeds")})  # fmt: skip
         self.net = BitMLP(config)
+        # What trains: the whole stack, then only the replicas whose runs have not ended
+        self.live = LiveReplicas(self.net)
         self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
         # (R,) which data-module seed each replica reads; None while they are the same list
         rows = [seeds.index(seed) for seed in replica_seeds] if learning_rates else None
         self._replica_rows = None if rows is None else torch.tensor(rows)
+        self._step_rows = self._replica_rows  # the same for the live replicas
+        self._last_row: Tensor | None = None  # the last epoch's (R, K) figures
         self.task_gradients = TaskGradients(
             self.net, seeds=replica_seeds, reduction=loss_reduction, loss_dropout=loss_dropout,
             aggregator=aggregator, scalarizers=self.scalarizers,
@@ -237,7 +242,7 @@ class BitMappingModule(L.LightningModule):
         tensorboard.use_fast_record_checksum()
         self.task_gradients.setup(str(self.trainer.precision), self.device)
         if self._replica_rows is not None:
-            self._replica_rows = self._replica_rows.to(self.device)
+            self._replica_rows = self._step_rows = self._replica_rows.to(self.device)
         counts = self.parameter_counts()
         rank_zero_info(_describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
         targets = getattr(self.trainer.datamodule, "targets", None)
@@ -286,20 +291,22 @@ class BitMappingModule(L.LightningModule):
         """One whole epoch: an optimizer step per minibatch, then the evaluation pass."""
         optimizer = self.optimizers()
         reduce = None if self.trainer.world_size == 1 else self._mean_over_processes
-        rows = self._replica_rows
+        rows, net = self._step_rows, self.live.net
+        stepped = net if self.live.compacted else self  # the parameters the optimizer steps
         for indices, targets in epoch:  # (S, B), (S, B, T): one row per seed
-            if rows is not None:  # one per replica: (R, B), (R, B, T)
+            if rows is not None:  # one per live replica: (R, B), (R, B, T)
                 indices, targets = indices[rows], targets[rows]
-            loss_per_bit = per_bit_loss(self.net(indices), targets, self.hparams.loss)  # (R, T)
+            loss_per_bit = per_bit_loss(net(indices), targets, self.hparams.loss)  # (R, T)
             if not self.hparams.accumulate_gradients:
                 optimizer.zero_grad(set_to_none=True)
             self.task_gradients.backward(loss_per_bit, self.global_step, self.current_epoch + 1,
                                          self.manual_backward, reduce)  # fmt: skip
             if reduce is not None:
                 average_gradients(list(self.parameters()), reduce)
-            self.learning_rates.step(optimizer, self)
+            self.learning_rates.step(optimizer, stepped)
             self.task_gradients.after_step(indices, targets, self.hparams.loss)
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
+        self.live.sync()  # every replica's weights in `self.net`, for the callbacks
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
         self._finish_epoch()
 
@@ -309,10 +316,11 @@ class BitMappingModule(L.LightningModule):
     def _finish_epoch(self) -> None:
         reduce = self._mean_over_processes
         indices, targets = self.trainer.datamodule.full_batch()
-        was_training = self.net.training
-        self.net.eval()
-        evaluation = evaluate(self.net, indices, targets, self.hparams.loss)
-        self.net.train(was_training)
+        net = self.live.net
+        was_training = net.training
+        net.eval()
+        evaluation = evaluate(net, indices, targets, self.hparams.loss)
+        net.train(was_training)
         inputs = EpochFigures(
             # every rank holds an equal share of the epoch: the mean of the means is exact
             train_loss=reduce(self._epoch.mean()),  # (R, T)
@@ -320,7 +328,9 @@ class BitMappingModule(L.LightningModule):
             batch_losses=reduce(torch.stack(self._epoch.batch_losses)),  # (S, R)
             evaluation=evaluation,
         )
-        self.epoch_log.record(self.current_epoch + 1, metrics.epoch_row(inputs))
+        # the stopped replicas' figures as they ended
+        self._last_row = self.live.expand(metrics.epoch_row(inputs), self._last_row)
+        self.epoch_log.record(self.current_epoch + 1, self._last_row)
         self.task_gradients.end_epoch()
         for scheduler in self._schedulers():
             scheduler.step()
@@ -341,6 +351,26 @@ class BitMappingModule(L.LightningModule):
         drops on a plateau); a stacked replica still trains as its separate run would (see
         `ReplicaLearningRates`)."""
         self.learning_rates.scale(replica, factor)
+
+    def stop_training(self, replicas: list[int]) -> None:
+        """These stacked replicas' separate runs have ended (their learning rate is 0 already):
+        they leave the batched computation, their weights kept (`LiveReplicas`), so the rest
+        train at the cost of their own number. Not under DDP, with a scalarizer (one module per
+        replica) or with accumulated gradients: there they stay frozen in the stack."""
+        if (self.trainer.world_size > 1 or self.scalarizers is not None
+                or self.hparams.accumulate_gradients):  # fmt: skip
+            return
+        self.live.stop(replicas, self.trainer.optimizers[0])
+        if not self.live.compacted:
+            return
+        live = self.live.live
+        self.task_gradients.use(self.live.net, live)
+        self.learning_rates.keep(live)
+        self._epoch = EpochTotals()  # sums of the live replicas from the next epoch on
+        if self._last_row is None:  # resumed: the stopped replicas' figures as they ended
+            self._last_row = self.epoch_log.last_row().to(self.device)
+        full_rows = self._replica_rows
+        self._step_rows = self.live.index if full_rows is None else full_rows[self.live.index]
 
     @override
     def on_train_end(self) -> None:
@@ -426,6 +456,10 @@ class BitMappingModule(L.LightningModule):
                 if p.grad is not None
             }  # fmt: skip
         checkpoint["mtfilter"] = state
+        if self.live.compacted and checkpoint.get("optimizer_states"):  # the whole stack's
+            checkpoint["optimizer_states"] = [
+                self.live.full_optimizer_state(s) for s in checkpoint["optimizer_states"]
+            ]
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -20,11 +20,18 @@ class ReplicaLearningRates:
 
     def __init__(self, factors: list[float]) -> None:
         self.factors = list(factors)
+        self.live = list(range(len(factors)))  # the replicas the optimizer steps, in stack order
         self._weights: list[Tensor] | None = None  # per parameter, built at the next step
 
     @property
     def scaled(self) -> bool:
         return any(f != 1.0 for f in self.factors)
+
+    def keep(self, live: list[int]) -> None:
+        """From the next step on the optimizer steps the stack of replicas `live` only (see
+        `LiveReplicas`)."""
+        self.live = list(live)
+        self._weights = None
 
     def scale(self, replica: int, factor: float) -> None:
         """Multiply `replica`'s factor by `factor`, from the next step on."""
@@ -33,7 +40,7 @@ class ReplicaLearningRates:
 
     def step(self, optimizer: Any, module: nn.Module) -> None:
         """`optimizer.step()`, then each replica's move scaled by its factor."""
-        if not self.scaled:
+        if all(self.factors[r] == 1.0 for r in self.live):
             optimizer.step()
             return
         if self._weights is None:
@@ -46,9 +53,10 @@ class ReplicaLearningRates:
 
     def _per_parameter(self, module: nn.Module) -> list[Tensor]:
         """Each parameter's `1 - factor`, shaped to broadcast over it, on its device."""
-        replicas, weights = len(self.factors), []
+        live = [self.factors[r] for r in self.live]
+        replicas, weights = len(live), []
         for name, parameter in module.named_parameters():
-            factors = 1 - torch.tensor(self.factors, device=parameter.device, dtype=parameter.dtype)
+            factors = 1 - torch.tensor(live, device=parameter.device, dtype=parameter.dtype)
             if name.startswith("scalarizers."):
                 weights.append(factors[int(name.split(".")[1])].reshape([1] * parameter.dim()))
             else:

@@ -2,6 +2,7 @@
 or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian;
 and the conflict telemetry read off that same Jacobian."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,9 @@ class TaskGradients:
         self.conflicts = ConflictRecord()
         # (R, T) per-bit keys of the loss-dropout stream
         self.dropout_keys = counter_rng.element_keys(counter_rng.seed_keys(seeds), net.num_bits)
+        self._all_dropout_keys = self.dropout_keys
+        self.live: Tensor | None = None  # (R',) the replicas `net` holds; None: every one
+        self.total_replicas = len(seeds)
         self.shared = net.shared_parameters()
         self.task_params = net.task_parameters()
         # Decided once by `setup`, not re-derived every step.
@@ -61,7 +65,7 @@ class TaskGradients:
 
     def setup(self, precision: str, device: torch.device) -> None:
         """Check the methods against the trainer's precision and decide what each step does."""
-        self.dropout_keys = self.dropout_keys.to(device)
+        self.dropout_keys = self._all_dropout_keys = self.dropout_keys.to(device)
         self.shared, self.task_params = self.net.shared_parameters(), self.net.task_parameters()
         # The per-task Jacobian is a vmapped backward, which fails on autocast graphs.
         mixed_precision = precision not in ("32-true", "64-true")
@@ -90,6 +94,13 @@ class TaskGradients:
         self.aggregates = True
         rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
 
+    def use(self, net: BitMLP, live: list[int]) -> None:
+        """Train `net`, the stack of the replicas `live` only (see `LiveReplicas`)."""
+        self.net, self.num_replicas = net, len(live)
+        self.live = torch.tensor(live, device=self._all_dropout_keys.device)
+        self.dropout_keys = self._all_dropout_keys[self.live]
+        self.shared, self.task_params = net.shared_parameters(), net.task_parameters()
+
     def backward(
         self,
         loss_per_bit: Tensor,
@@ -114,11 +125,24 @@ class TaskGradients:
             return
         matrices = self._task_jacobians(loss_per_bit, kept, reduce)  # (R, T, P)
         if due:
-            self.conflicts.add(epoch, *multitask.conflict_figures(matrices))
+            self.conflicts.add(epoch, *self._all_replicas(*multitask.conflict_figures(matrices)))
         if self.aggregates:
             self._aggregated_backward(objective, matrices)
         else:
             backward(objective)
+
+    def _all_replicas(self, row: Tensor, cosines: Tensor) -> tuple[Tensor, Tensor]:
+        """Live replicas' figures (R', ...) -> (R, ...), NaN for replicas that stopped (not
+        measured: `ConflictRecord` keeps their last measurement)."""
+        if self.live is None:
+            return row, cosines
+        live, replicas = self.live, self.total_replicas
+
+        def widened(values: Tensor) -> Tensor:
+            nan = values.new_full((replicas, *values.shape[1:]), math.nan)
+            return nan.index_copy(0, live, values)
+
+        return widened(row), widened(cosines)
 
     def _scalar_objective(self, loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
         """The scalarizer's (TorchJD) objective, else the sum of the kept terms."""

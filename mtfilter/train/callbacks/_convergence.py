@@ -30,8 +30,9 @@ class ConvergenceSchedule(Callback):
     loss floor set by the size of its steps; the drops let each run settle into its optimum.
 
     With `stop`, a stacked replica that converges before its stack-mates stops there as its
-    separate run would: its weights are frozen (learning rate 0) and its figures, summary and
-    best checkpoint count its epochs up to that one only (`end_epochs`).
+    separate run would: its weights are frozen (learning rate 0), it leaves the batched
+    computation (`BitMappingModule.stop_training`), and its figures, summary and best checkpoint
+    count its epochs up to that one only (`end_epochs`).
 
     With `stop_at_floor`, a replica whose lowest bit error and exact-match error so far both
     reached the model's representational floor (`BitMappingModule.floor`; 0 wherever the last
@@ -104,11 +105,15 @@ class ConvergenceSchedule(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        replicas = len(recording(pl_module).replicas)
+        record = recording(pl_module)
+        replicas = len(record.replicas)
         if len(self.converged_epochs) != replicas:  # a fresh fit; a resumed one keeps its own
             self.converged_epochs = [None] * replicas
             self.converged_reasons = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
+        ended = [r for r, epoch in enumerate(self.converged_epochs) if epoch is not None]
+        if self.stop and ended:  # resumed: they stopped before, and stop again before a step
+            record.stop_training(ended)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -122,6 +127,7 @@ class ConvergenceSchedule(Callback):
             return
         record.publish_epoch_log()  # the history up to this epoch, on the host
         at_floor = at_floor_replicas(record.epoch_log, floor) if floor is not None else None
+        before = {r for r, e in enumerate(self.converged_epochs) if e is not None}
         epochs, values = record.epoch_log.history(self.monitor)  # (E,), (E, R)
         for replica, found in enumerate(self.converged_epochs):
             if found is not None:
@@ -139,6 +145,11 @@ class ConvergenceSchedule(Callback):
             else:
                 self._converge(record, replica, epoch, "plateau")
         done = all(e is not None for e in self.converged_epochs)
+        ended = [
+            r for r, e in enumerate(self.converged_epochs) if e is not None and r not in before
+        ]
+        if self.stop and ended and not done:  # they leave the batched computation
+            record.stop_training(ended)
         if self.stop and done and not trainer.should_stop:
             reasons = set(self.converged_reasons)
             how = (
