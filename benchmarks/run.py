@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torchjd.aggregation import UPGrad
 
+from benchmarks import study
 from benchmarks.reference import SeparateTowers, train_reference
 from mtfilter import BitMLP, make_targets, per_bit_loss
 from mtfilter.train.cli import MtfilterCLI
@@ -386,6 +387,30 @@ def _sync(tensor: torch.Tensor, device: str) -> torch.Tensor:
     return tensor
 
 
+def answer_case(widths: list[int], max_epochs: int) -> list[Row]:
+    """A scaled-down study the way studies ran before (every replica to its loss plateau, frozen
+    replicas kept in the stack) against the way they run now, as whole sweeps."""
+    old, new, runs, picks, same = study.answer(widths, max_epochs)
+    setting = (f"widths {widths}, st + mt, bce, 2 rates x 2 seeds, then 2 seeds, cap "
+               f"{max_epochs}; of {runs} held-out runs {picks} same pick, {same} same best "
+               "errors")  # fmt: skip
+    return [Row("time to the answer", setting, new, old, "s", old / new, "-")]
+
+
+def step_case(settings: list[tuple[int, int]], epochs: int) -> list[Row]:
+    """Per replica-epoch of a stacked mt fit at steady state vs the hand-written stacked step
+    (`benchmarks/stacked_reference.py`), both on one thread: mtfilter / reference."""
+    rows = []
+    for replicas, hidden in settings:
+        ours = study.library_epoch_seconds(replicas, hidden, epochs) / replicas * 1e3
+        theirs = study.reference_epoch_seconds(replicas, hidden, epochs) / replicas * 1e3
+        goal = "<= 1.5" if replicas == 8 else "-"
+        setting = f"mt, hidden {hidden}, {replicas} replicas, bce"
+        rows.append(Row("stacked step vs hand-written", setting, ours, theirs,
+                        "ms/replica-epoch", ours / theirs, goal))  # fmt: skip
+    return rows
+
+
 def format_table(rows: list[Row], device: str, smoke: bool = False) -> str:
     lines = [
         "| case | setting | mtfilter | other side | unit | ratio | goal | met |",
@@ -411,7 +436,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--cases",
-        default="overhead,checkpoint,telemetry,grouped,stacked,rates,fused,aggregation,threads",
+        default="overhead,checkpoint,telemetry,grouped,stacked,rates,fused,aggregation,threads,step,"
+        "answer",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
     parser.add_argument("--output", help="also write the table to this file")
@@ -465,6 +491,11 @@ def main() -> None:
                     ("st", 128),
                 ]  # fmt: skip
                 rows += thread_choice(repeats, settings, 3 if smoke else 100)
+            if "step" in cases and device == "cpu":
+                settings = [(2, 8)] if smoke else [(8, 8), (32, 8), (8, 32)]
+                rows += step_case(settings, 20 if smoke else 1000)
+            if "answer" in cases and device == "cpu":  # the sweep's own processes
+                rows += answer_case([2] if smoke else [2, 4, 8], 20 if smoke else 3000)
         finally:
             os.chdir(home)
     table = format_table(rows, options.device, smoke)

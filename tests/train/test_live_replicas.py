@@ -63,3 +63,14 @@ def test_a_resumed_compacted_stack_ends_as_an_uninterrupted_one(run_dir):
     for seed in (0, 1, 2):
         again = read_summary(log_dir(resumed) / f"seed_{seed}")
         assert _figures(again) == _figures(read_summary(straight / f"seed_{seed}")), seed
+
+
+def test_without_compaction_stopped_replicas_stay_frozen_in_the_stack(run_dir):
+    seeds = ["--data.seeds", "[0, 1, 2]"]  # at the floor at epochs 70, 50 and 40
+    compacted = tiny_fit(*FLOOR, *seeds, "--trainer.max_epochs", "2000")
+    whole = tiny_fit(*FLOOR, *seeds, "--trainer.max_epochs", "2000",
+                     "--convergence.compact_stack", "false")  # fmt: skip
+    assert not whole.model.live.compacted and whole.model.live.net.num_replicas == 3
+    for name in (r.name for r in whole.model.replicas):  # the same runs, at the cost of three
+        kept, dropped = (read_summary(log_dir(fit) / name) for fit in (whole, compacted))
+        assert _figures(kept) == _figures(dropped), name

@@ -60,6 +60,9 @@ class ConvergenceSchedule(Callback):
         lr_drops: Learning-rate drops on a plateau before a plateau counts as converged.
         lr_drop_factor: What each drop multiplies the learning rate by.
         stop_at_floor: Also converge where bit error and exact-match error reach the floor.
+        compact_stack: Stacked replicas that converged leave the batched computation; false
+            keeps them in it, frozen, until the last one ends (the same figures at the cost of
+            the whole stack: what `benchmarks.run --cases answer` compares against).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class ConvergenceSchedule(Callback):
         lr_drops: int = 0,
         lr_drop_factor: float = 0.1,
         stop_at_floor: bool = False,
+        compact_stack: bool = True,
     ) -> None:
         for name, value, least in [("patience", patience, 0), ("rel_tol", rel_tol, 0),
                                    ("abs_tol", abs_tol, 0), ("check_every", check_every, 1),
@@ -87,7 +91,7 @@ class ConvergenceSchedule(Callback):
         self.rel_tol, self.abs_tol = rel_tol, abs_tol
         self.check_every, self.stop = check_every, stop
         self.lr_drops, self.lr_drop_factor = lr_drops, lr_drop_factor
-        self.stop_at_floor = stop_at_floor
+        self.stop_at_floor, self.compact_stack = stop_at_floor, compact_stack
         self.converged_epochs: list[int | None] = []  # per replica: the check that found it
         self.converged_reasons: list[str | None] = []  # per replica: "plateau" or "floor"
         self.drop_epochs: list[list[int]] = []  # per replica: the checks that dropped its lr
@@ -112,7 +116,8 @@ class ConvergenceSchedule(Callback):
             self.converged_reasons = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
         ended = [r for r, epoch in enumerate(self.converged_epochs) if epoch is not None]
-        if self.stop and ended:  # resumed: they stopped before, and stop again before a step
+        if self.stop and self.compact_stack and ended:  # resumed: they stopped before, and stop
+            # again before a step
             record.stop_training(ended)
 
     @override
@@ -148,7 +153,7 @@ class ConvergenceSchedule(Callback):
         ended = [
             r for r, e in enumerate(self.converged_epochs) if e is not None and r not in before
         ]
-        if self.stop and ended and not done:  # they leave the batched computation
+        if self.stop and self.compact_stack and ended and not done:  # they leave the stack
             record.stop_training(ended)
         if self.stop and done and not trainer.should_stop:
             reasons = set(self.converged_reasons)
