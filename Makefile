@@ -39,7 +39,7 @@ test: $(STAMP)  ## run the test suite (CPU, 10-15 minutes on 2 cores)
 test-fast: $(STAMP)  ## the suite without the tests marked slow (over ~10 s each): the inner loop
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-bench: $(STAMP)  ## timings side by side with plain PyTorch (~15 min on 2 CPU cores); ARGS="--device cuda"
+bench: $(STAMP)  ## timings side by side with plain PyTorch (~22 min on 2 CPU cores); ARGS="--device cuda"
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
 bench-smoke: $(STAMP)  ## seconds: the benchmarks still run (CI)
