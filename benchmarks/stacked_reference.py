@@ -144,26 +144,6 @@ class StackedReference:
         exact_error = wrong.any(1).float().mean(1)
         return torch.cat([loss, bit_error[:, None], exact_error[:, None]], dim=1)
 
-    def autograd_gradients(self, indices: Tensor) -> list[Tensor]:
-        """The same step's gradients by autograd (the check of the hand-written backward)."""
-        grads = [p.grad for p in self.params]
-        saved = [(m.clone(), v.clone()) for m, v in self.running]
-        x = self.table.gather(2, indices[:, None].expand(-1, self.table.shape[1], -1))
-        for layer, w in enumerate((self.w1, self.w2)):
-            z = torch.bmm(w, x)
-            var, mean = torch.var_mean(z, dim=2, keepdim=True, correction=0)
-            x = torch.relu((z - mean) * (var + EPS).rsqrt() * self.gamma[layer]
-                           + self.beta[layer])  # fmt: skip
-        logits = torch.baddbmm(self.c3, self.w3, x)
-        targets = self.targets[:, indices].transpose(0, 1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-        # the mean over (R, T, B) times R * T: the sum over replicas and bits of batch means
-        result = torch.autograd.grad(loss * self.R * self.T, self.params)
-        for p, g in zip(self.params, grads, strict=True):
-            p.grad = g
-        self.running = saved
-        return list(result)
-
     def hand_gradients(self, indices: Tensor) -> list[Tensor]:
         """The hand-written backward's gradients of one step, the weights left as they were."""
         weights = [p.detach().clone() for p in self.params]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -55,7 +56,7 @@ def study_config(folder: str, widths: list[int], max_epochs: int, way: dict[str,
         "  limits:",
         "    model.optimizer.init_args.lr: [0.01, 0.03]",
     ]
-    path = os.path.join(folder + ".yaml")
+    path = folder + ".yaml"
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -97,17 +98,14 @@ def answer(widths: list[int], max_epochs: int) -> tuple[float, float, int, int, 
     return old_seconds, new_seconds, len(before), picks, same
 
 
-def _fit_seconds(args: list[str]) -> float:
-    from benchmarks.run import fit_seconds  # the harness of the other cases
-
-    return fit_seconds("cpu", args, threads=1)
-
-
-def library_epoch_seconds(replicas: int, hidden: int, epochs: int) -> float:
-    """Seconds per epoch of a stacked mt fit at steady state, on one thread (a sweep's)."""
+def library_epoch_seconds(
+    fit_seconds: Callable[[list[str]], float], replicas: int, hidden: int, epochs: int
+) -> float:
+    """Seconds per epoch of a stacked mt fit at steady state; `fit_seconds(args)` times one
+    `mtfilter fit` (benchmarks.run's harness, on one thread as a sweep's process)."""
 
     def fit(n: int) -> float:
-        return _fit_seconds([
+        return fit_seconds([
             "--model.hidden_dim", str(hidden), "--model.loss", "bce", "--trainer.max_epochs",
             str(n), "--model.optimizer.init_args.fused", "true", "--model.optimizer.init_args.lr",
             "0.01", "--data.seeds", str(list(range(replicas))),

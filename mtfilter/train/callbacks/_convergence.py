@@ -116,8 +116,7 @@ class ConvergenceSchedule(Callback):
             self.converged_reasons = [None] * replicas
             self.drop_epochs = [[] for _ in range(replicas)]
         ended = [r for r, epoch in enumerate(self.converged_epochs) if epoch is not None]
-        if self.stop and self.compact_stack and ended:  # resumed: they stopped before, and stop
-            # again before a step
+        if self.stop and self.compact_stack and ended:  # resumed: they leave before a step
             record.stop_training(ended)
 
     @override
