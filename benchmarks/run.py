@@ -29,7 +29,7 @@ from benchmarks import study
 from benchmarks.reference import SeparateTowers, train_reference
 from mtfilter import BitMLP, make_targets, per_bit_loss
 from mtfilter.train.cli import MtfilterCLI
-from mtfilter.train.multitask import aggregate
+from mtfilter.train.objective import aggregate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "mt.yaml")
 

@@ -1,12 +1,67 @@
-"""The conflict telemetry's record: figures of the task gradients' conflict, measured every
-`telemetry_interval` steps (`mtfilter.train.multitask.conflict_figures`), kept on the device
-until published, and saved in checkpoints so a resumed run reports the uninterrupted one's."""
+"""The conflict telemetry: figures of the task gradients' conflict (`conflict_figures`, read off
+the shared parameters' per-task Jacobian every `telemetry_interval` steps), and their record,
+kept on the device until published and saved in checkpoints so a resumed run reports the
+uninterrupted one's."""
 
 import bisect
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+# Names of the conflict figures, in the order of `conflict_figures`'s columns (then per-bit norms).
+CONFLICT_KEYS = (
+    "conflict/mean_cosine",
+    "conflict/min_cosine",
+    "conflict/fraction",
+    "conflict/grad_norm_mean",
+    "conflict/grad_norm_spread",
+    "conflict/zero_gradient_tasks",
+)
+
+
+def conflict_figures(matrices: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradient-conflict figures of each replica's per-task gradients (R, T, P).
+
+    Returns a (R, 6 + T) row in the order of `CONFLICT_KEYS` then each task's gradient norm,
+    and the (R, T, T) cosine matrices. Cosines are over task pairs i < j; a pair conflicts when
+    its cosine is negative; the spread is the norms' coefficient of variation (std / mean).
+
+    Exact at any gradient scale float32 holds: each row is divided by its largest entry before
+    any square is taken, so nothing underflows (a 1e-25 gradient) or overflows (1e25). A task
+    whose gradient is exactly zero has no direction: its cosines are NaN, it is left out of the
+    pair figures (NaN when no pair is left) and counted in `zero_gradient_tasks`.
+    """
+    largest = matrices.abs().amax(dim=2)  # (R, T)
+    zero = largest == 0
+    scaled = matrices / torch.where(zero, 1.0, largest)[..., None]  # entries in [-1, 1]
+    scaled_norms = scaled.norm(dim=2)  # in [1, sqrt(P)] for non-zero rows
+    norms = largest * scaled_norms  # (R, T)
+    units = scaled / torch.where(zero, 1.0, scaled_norms)[..., None]
+    cosines = (units @ units.transpose(1, 2)).clamp(-1.0, 1.0)  # rounding can pass +-1
+    undefined = zero[:, :, None] | zero[:, None, :]
+    cosines = cosines.masked_fill(undefined, math.nan)  # (R, T, T)
+    tasks = matrices.shape[1]
+    upper = torch.triu_indices(tasks, tasks, offset=1, device=matrices.device)
+    pairs = cosines[:, upper[0], upper[1]]  # (R, T (T-1) / 2), NaN where undefined
+    defined = ~pairs.isnan()
+    counted = defined.sum(1)  # pairs with a cosine, per replica
+    mean_cosine = pairs.nan_to_num(0.0).sum(1) / counted  # NaN when no pair is defined
+    min_cosine = pairs.nan_to_num(math.inf).amin(1).masked_fill(counted == 0, math.nan)
+    fraction = ((pairs < 0) & defined).sum(1) / counted
+    relative = norms / norms.amax(1, keepdim=True)  # the spread is scale-free: no squared 1e30
+    spread = relative.std(1, correction=0) / relative.mean(1)
+    row = torch.stack(
+        [mean_cosine, min_cosine, fraction, norms.mean(1), spread, zero.sum(1).to(norms.dtype)],
+        dim=1,
+    )
+    return torch.cat([row, norms], dim=1), cosines
+
+
+def conflict_keys(num_tasks: int) -> list[str]:
+    """Tags of `conflict_figures`'s columns."""
+    return [*CONFLICT_KEYS, *(f"conflict/grad_norm/bit_{i}" for i in range(num_tasks))]
 
 
 class ConflictRecord:

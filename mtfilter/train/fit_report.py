@@ -1,9 +1,11 @@
-"""The lines a fit ends with: its status, best figures, floor, and where each output is."""
+"""The lines a fit prints: the model it starts (`describe_model`), and those it ends with (its
+status, best figures, floor, and where each output is)."""
 
 from pathlib import Path
 from typing import Any
 
 from mtfilter.folders import SUMMARY_FILE, read_json
+from mtfilter.nn.replicas import Replica
 
 
 def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> str:
@@ -70,3 +72,21 @@ def _convergence_note(convergence: dict[str, Any] | None) -> str:
             " (bit error and exact-match error at their floor)" if at_floor else ""
         )
     return "; not converged (still improving when it ended: not an optimum)"
+
+
+def describe_model(
+    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
+) -> str:
+    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
+    seeds = list(dict.fromkeys(r.seed for r in replicas))
+    rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
+    stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
+    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    if rates:
+        which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
+    return (
+        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
+        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
+        f"{counts['task_specific']:,} task-specific"
+        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
+    )

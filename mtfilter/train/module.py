@@ -1,11 +1,10 @@
 """The LightningModule: one experiment's hooks. An epoch is one `training_step` (an optimizer step
 per minibatch, then the whole dataset evaluated); what each piece does lives beside it: the
-model in `mtfilter.nn.model`, the losses in `mtfilter.nn.losses`, a step's gradients (sum,
-Cost-Out, TorchJD) in `task_gradients.py`, each replica's learning rate in `replica_rates.py`,
-the figures in `mtfilter.record.metrics` and their publishing in `mtfilter.record.publishing`,
+model in `mtfilter.nn.model`, the training settings in `config.py`, a step's gradients (sum,
+Cost-Out, TorchJD) in `objective.py`, each replica's learning rate in `replica_rates.py`, the
+figures in `mtfilter.record.metrics` and their publishing in `mtfilter.record.publishing`,
 checkpoint checks in `checkpoint_compat.py` and `checkpoint_upgrade.py`."""
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -27,21 +26,24 @@ from mtfilter.nn.config import BitMLPConfig
 from mtfilter.nn.floor import Floor, model_floor, pattern_counts
 from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
 from mtfilter.nn.model import BitMLP
-from mtfilter.nn.replicas import Replica
 from mtfilter.record import metrics, tensorboard
+from mtfilter.record.conflicts import conflict_keys
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
 from mtfilter.record.metrics import EpochFigures
 from mtfilter.record.publishing import EpochPublisher, replica_metrics
-from mtfilter.train import multitask
+from mtfilter.train import objective
 from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
+from mtfilter.train.checkpoint_state import restore_training_state, save_training_state
 from mtfilter.train.checkpoint_upgrade import fold_biases_before_batch_norm
+from mtfilter.train.config import TrainingConfig, check_optimizer
 from mtfilter.train.data import Batch, Epoch
 from mtfilter.train.distributed import average_gradients
 from mtfilter.train.epoch_totals import EpochTotals
+from mtfilter.train.fit_report import describe_model
 from mtfilter.train.live_replicas import LiveReplicas
+from mtfilter.train.objective import Objective
 from mtfilter.train.replica_rates import ReplicaLearningRates
-from mtfilter.train.task_gradients import TaskGradients, check_settings
 
 # The converged mode's optimiser (configs/mt.yaml); the original's is in configs/original/.
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 3e-4}}
@@ -133,16 +135,12 @@ class BitMappingModule(L.LightningModule):
         super().__init__()
         # Lightning's own entries in saved hyperparameters, passed back by load_from_checkpoint
         architecture = {k: v for k, v in architecture.items() if not k.startswith("_")}
-        check_settings(
-            loss=loss, loss_dropout=loss_dropout, loss_reduction=loss_reduction,
-            telemetry_interval=telemetry_interval, accumulate_gradients=accumulate_gradients,
-            aggregator=aggregator,
+        self.train_config = TrainingConfig(
+            num_bits=num_bits, loss=loss, loss_dropout=loss_dropout,
+            loss_reduction=loss_reduction, accumulate_gradients=accumulate_gradients,
+            learning_rates=None if learning_rates is None else tuple(learning_rates),
+            aggregator=aggregator, scalarizer=scalarizer, telemetry_interval=telemetry_interval,
         )  # fmt: skip
-        multitask.check_aggregator(aggregator)
-        multitask.check_scalarizer(
-            scalarizer, num_tasks=num_bits, aggregator=aggregator, loss_dropout=loss_dropout
-        )
-        replicas.check_learning_rates(learning_rates)
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
         replicas.check_seeds(seeds, "seeds")
@@ -152,15 +150,13 @@ class BitMappingModule(L.LightningModule):
         self.replicas = replicas.stack(seeds, learning_rates)
         replica_seeds = [replica.seed for replica in self.replicas]
         self.automatic_optimization = False  # one explicit step per batch (and room for TorchJD)
-        _check_optimizer(optimizer)
+        check_optimizer(optimizer)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        # Not a submodule: its state stays out of the checkpoints, which load without it.
-        object.__setattr__(self, "aggregator", aggregator)
         # A submodule: learned task weights (UW, IMTL-L) train with the model and are saved.
         self.scalarizers = (
             None
             if scalarizer is None
-            else multitask.replica_scalarizers(scalarizer, len(self.replicas))
+            else objective.replica_scalarizers(scalarizer, len(self.replicas))
         )
         config = BitMLPConfig(
             num_bits=num_bits, num_samples=num_samples, num_replicas=len(self.replicas),
@@ -178,24 +174,15 @@ class BitMappingModule(L.LightningModule):
         self._replica_rows = None if rows is None else torch.tensor(rows)
         self._step_rows = self._replica_rows  # the same for the live replicas
         self._last_row: Tensor | None = None  # the last epoch's (R, K) figures
-        self.task_gradients = TaskGradients(
-            self.net, seeds=replica_seeds, reduction=loss_reduction, loss_dropout=loss_dropout,
-            aggregator=aggregator, scalarizers=self.scalarizers,
-            telemetry_interval=telemetry_interval,
-        )  # fmt: skip
+        self.objective = Objective(self.net, self.train_config, replica_seeds, self.scalarizers)
         self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(self.replicas))
-        self.publisher = EpochPublisher(
-            self.epoch_log, self.task_gradients.conflicts, self.replicas
-        )
-        self.publisher.conflict_keys = multitask.conflict_keys(num_bits)
-        # The optimizer runs at the first stacked rate; each replica's step is scaled to its own.
-        self.learning_rates = ReplicaLearningRates(
-            [1.0 if r.learning_rate is None or not learning_rates
-             else r.learning_rate / learning_rates[0] for r in self.replicas]
-        )  # fmt: skip
+        self.publisher = EpochPublisher(self.epoch_log, self.objective.conflicts, self.replicas)
+        self.publisher.conflict_keys = conflict_keys(num_bits)
+        self.learning_rates = ReplicaLearningRates.for_replicas(self.replicas, learning_rates)
         self.floor: Floor | None = None  # set at fit start, from the data module's targets
         self._epoch = EpochTotals()
-        self._restored: dict[str, Any] = {}  # training state of last.ckpt, set at train start
+        # last.ckpt's accumulated gradients (the faithful mode), set at train start
+        self.restored_gradients: dict[str, Tensor] | None = None
 
     @override
     def __setattr__(self, name: str, value: Any) -> None:
@@ -220,15 +207,7 @@ class BitMappingModule(L.LightningModule):
             optimizer = self.optimizer_factory(self.parameters())
         else:
             optimizer = torch.optim.Adam(self.parameters(), **DEFAULT_OPTIMIZER["init_args"])
-        if self.hparams.get("learning_rates"):  # before any scheduler reads the rate
-            if not isinstance(optimizer.defaults.get("lr"), float | int):
-                raise ConfigError(
-                    f"model.learning_rates needs an optimizer with a plain `lr`, got "
-                    f"{type(optimizer).__name__}"
-                )
-            optimizer.defaults["lr"] = self.hparams.learning_rates[0]
-            for group in optimizer.param_groups:
-                group["lr"] = self.hparams.learning_rates[0]
+        self.learning_rates.configure(optimizer)  # before any scheduler reads the rate
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
@@ -240,11 +219,11 @@ class BitMappingModule(L.LightningModule):
         self._evaluate_without_lightnings_loop()
         self._average_gradients_without_ddps_hooks()
         tensorboard.use_fast_record_checksum()
-        self.task_gradients.setup(str(self.trainer.precision), self.device)
+        self.objective.setup(str(self.trainer.precision), self.device)
         if self._replica_rows is not None:
             self._replica_rows = self._step_rows = self._replica_rows.to(self.device)
         counts = self.parameter_counts()
-        rank_zero_info(_describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
+        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
         targets = getattr(self.trainer.datamodule, "targets", None)
         if targets is not None:
             self.check_data(targets)
@@ -277,10 +256,11 @@ class BitMappingModule(L.LightningModule):
     @override
     def on_train_start(self) -> None:
         # After the Trainer's own zero_grad, which follows restoring the checkpoint.
-        for name, gradient in (self._restored.pop("gradients", None) or {}).items():
+        for name, gradient in (self.restored_gradients or {}).items():
             parameter = self.get_parameter(name)
             # contiguous: a checkpoint keeps a view's strides, which fused Adam misreads
             parameter.grad = gradient.to(parameter.device).contiguous()
+        self.restored_gradients = None
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -296,15 +276,15 @@ class BitMappingModule(L.LightningModule):
         for indices, targets in epoch:  # (S, B), (S, B, T): one row per seed
             if rows is not None:  # one per live replica: (R, B), (R, B, T)
                 indices, targets = indices[rows], targets[rows]
-            loss_per_bit = per_bit_loss(net(indices), targets, self.hparams.loss)  # (R, T)
-            if not self.hparams.accumulate_gradients:
+            loss_per_bit = per_bit_loss(net(indices), targets, self.train_config.loss)  # (R, T)
+            if not self.train_config.accumulate_gradients:
                 optimizer.zero_grad(set_to_none=True)
-            self.task_gradients.backward(loss_per_bit, self.global_step, self.current_epoch + 1,
+            self.objective.backward(loss_per_bit, self.global_step, self.current_epoch + 1,
                                          self.manual_backward, reduce)  # fmt: skip
             if reduce is not None:
                 average_gradients(list(self.parameters()), reduce)
             self.learning_rates.step(optimizer, stepped)
-            self.task_gradients.after_step(indices, targets, self.hparams.loss)
+            self.objective.after_step(indices, targets, self.train_config.loss)
             self._epoch.add(loss_per_bit.detach(), indices.shape[1])
         self.live.sync()  # every replica's weights in `self.net`, for the callbacks
         # The epoch's figures are complete here, before any epoch-end hook of the callbacks runs.
@@ -319,7 +299,7 @@ class BitMappingModule(L.LightningModule):
         net = self.live.net
         was_training = net.training
         net.eval()
-        evaluation = evaluate(net, indices, targets, self.hparams.loss)
+        evaluation = evaluate(net, indices, targets, self.train_config.loss)
         net.train(was_training)
         inputs = EpochFigures(
             # every rank holds an equal share of the epoch: the mean of the means is exact
@@ -331,7 +311,7 @@ class BitMappingModule(L.LightningModule):
         # the stopped replicas' figures as they ended
         self._last_row = self.live.expand(metrics.epoch_row(inputs), self._last_row)
         self.epoch_log.record(self.current_epoch + 1, self._last_row)
-        self.task_gradients.end_epoch()
+        self.objective.end_epoch()
         for scheduler in self._schedulers():
             scheduler.step()
         due = self.publisher.due()
@@ -358,13 +338,13 @@ class BitMappingModule(L.LightningModule):
         train at the cost of their own number. Not under DDP, with a scalarizer (one module per
         replica) or with accumulated gradients: there they stay frozen in the stack."""
         if (self.trainer.world_size > 1 or self.scalarizers is not None
-                or self.hparams.accumulate_gradients):  # fmt: skip
+                or self.train_config.accumulate_gradients):  # fmt: skip
             return
         self.live.stop(replicas, self.trainer.optimizers[0])
         if not self.live.compacted:
             return
         live = self.live.live
-        self.task_gradients.use(self.live.net, live)
+        self.objective.use(self.live.net, live)
         self.learning_rates.keep(live)
         self._epoch = EpochTotals()  # sums of the live replicas from the next epoch on
         if self._last_row is None:  # resumed: the stopped replicas' figures as they ended
@@ -406,12 +386,12 @@ class BitMappingModule(L.LightningModule):
         first = self.scalarizers[0] if self.scalarizers else None
         return {
             "parameters": self.parameter_counts(),
-            "multitask": self.task_gradients.summary(replica, best_epoch),
+            "multitask": self.objective.summary(replica, best_epoch),
             "floor": None if self.floor is None else self.floor.as_dict(),
             "hparams": {
                 **{k: v for k, v in self.hparams.items() if k != "seeds" and not k.startswith("_")},
-                "aggregator": multitask.describe(self.aggregator),
-                "scalarizer": multitask.describe(first),
+                "aggregator": objective.describe(self.train_config.aggregator),
+                "scalarizer": objective.describe(first),
             },
         }
 
@@ -426,7 +406,7 @@ class BitMappingModule(L.LightningModule):
         self._log_evaluation("test", batch)
 
     def _log_evaluation(self, stage: str, batch: Batch) -> None:
-        evaluation = evaluate(self.net, *batch, self.hparams.loss)
+        evaluation = evaluate(self.net, *batch, self.train_config.loss)
         for index, replica in enumerate(self.replicas):  # one batch per loop: syncs cost nothing
             prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
             figures = metrics.evaluation_metrics(stage, evaluation, index)
@@ -442,24 +422,7 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state: dict[str, Any] = {
-            "epoch_log": self.epoch_log.state_dict(),
-            "log_dir": self._log_dir(),  # where that history was published
-        }
-        if self.task_gradients.conflicts.latest_row is not None:
-            state["conflicts"] = self.task_gradients.conflicts.state_dict()
-        if self.learning_rates.scaled:  # each replica's factor, its stacked rate's included
-            state["lr_scale"] = list(self.learning_rates.factors)
-        if self.hparams.accumulate_gradients:  # the running sum is training state here
-            state["gradients"] = {
-                name: p.grad.detach().clone() for name, p in self.named_parameters()
-                if p.grad is not None
-            }  # fmt: skip
-        checkpoint["mtfilter"] = state
-        if self.live.compacted and checkpoint.get("optimizer_states"):  # the whole stack's
-            checkpoint["optimizer_states"] = [
-                self.live.full_optimizer_state(s) for s in checkpoint["optimizer_states"]
-            ]
+        save_training_state(self, checkpoint)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -473,54 +436,5 @@ class BitMappingModule(L.LightningModule):
                 f"the checkpoint's {folded} biases before BatchNorm (which have no effect) are "
                 "folded into the BatchNorm running means: the same outputs, without the noise"
             )
-        saved = checkpoint.get("mtfilter", {})
-        if saved.get("epoch_log") is None or trainer is None or trainer.state.fn != "fit":
-            return
-        # Resumed in the folder that already shows this history (a sweep's run, say): publish
-        # only what comes next, and hide what the stopped process wrote after the checkpoint.
-        # In a new folder, the whole curve is published again.
-        here = saved.get("log_dir") is not None and saved.get("log_dir") == self._log_dir()
-        self.epoch_log.load_state_dict(saved["epoch_log"], published=here)
-        if here and self.epoch_log.num_epochs:
-            self.publisher.purge_from = self.epoch_log.last_epoch + 1
-        self._restored["gradients"] = saved.get("gradients")
-        if saved.get("conflicts") is not None:
-            self.task_gradients.conflicts.load_state_dict(
-                saved["conflicts"], self.device, published=here
-            )
-        for replica, factor in enumerate(saved.get("lr_scale", [])):
-            if factor != self.learning_rates.factors[replica]:  # dropped on a plateau
-                self.scale_learning_rate(replica, factor / self.learning_rates.factors[replica])
-
-    def _log_dir(self) -> str | None:
-        folder = self.trainer.log_dir  # a collective under DDP: every rank asks
-        return None if folder is None else os.path.abspath(folder)
-
-
-def _check_optimizer(factory: Any) -> None:
-    """Build the optimizer once on a stand-in parameter, so that a bad argument (a negative
-    rate, say) is refused in one line at construction, before a run folder exists."""
-    if factory is None:
-        return
-    try:
-        factory([torch.nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"model.optimizer: {error}") from None
-
-
-def _describe_model(
-    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
-) -> str:
-    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
-    seeds = list(dict.fromkeys(r.seed for r in replicas))
-    rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
-    stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
-    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    if rates:
-        which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
-    return (
-        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
-        f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
-        f"{counts['task_specific']:,} task-specific"
-        + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
-    )
+        if trainer is not None and trainer.state.fn == "fit":
+            restore_training_state(self, checkpoint)

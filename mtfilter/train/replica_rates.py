@@ -1,9 +1,14 @@
-"""Each stacked replica stepped at its own learning rate: one copy and one lerp per step."""
+"""Each stacked replica's learning rate, all of its plumbing: the optimizer set to the first
+stacked rate, each replica's step scaled to its own (one copy and one lerp per step), the drops
+on a plateau, the replicas that still train, and the factors a checkpoint keeps."""
 
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from mtfilter.errors import ConfigError
+from mtfilter.nn.replicas import Replica
 
 
 class ReplicaLearningRates:
@@ -18,10 +23,36 @@ class ReplicaLearningRates:
     one module per replica.
     """
 
-    def __init__(self, factors: list[float]) -> None:
+    def __init__(self, factors: list[float], base_rate: float | None = None) -> None:
         self.factors = list(factors)
+        self.base_rate = base_rate  # the optimizer's rate: the first stacked one, if any
         self.live = list(range(len(factors)))  # the replicas the optimizer steps, in stack order
         self._weights: list[Tensor] | None = None  # per parameter, built at the next step
+
+    @classmethod
+    def for_replicas(
+        cls, replicas: list[Replica], learning_rates: list[float] | None
+    ) -> "ReplicaLearningRates":
+        """The optimizer runs at the first stacked rate; each replica's step is scaled to its
+        own. Without stacked rates every factor is 1 and the optimizer keeps its own rate."""
+        if not learning_rates:
+            return cls([1.0] * len(replicas))
+        base = learning_rates[0]
+        return cls([1.0 if r.learning_rate is None else r.learning_rate / base
+                    for r in replicas], base_rate=base)  # fmt: skip
+
+    def configure(self, optimizer: torch.optim.Optimizer) -> None:
+        """Set a new optimizer to the first stacked rate, before any scheduler reads it."""
+        if self.base_rate is None:
+            return
+        if not isinstance(optimizer.defaults.get("lr"), float | int):
+            raise ConfigError(
+                f"model.learning_rates needs an optimizer with a plain `lr`, got "
+                f"{type(optimizer).__name__}"
+            )
+        optimizer.defaults["lr"] = self.base_rate
+        for group in optimizer.param_groups:
+            group["lr"] = self.base_rate
 
     @property
     def scaled(self) -> bool:
@@ -37,6 +68,17 @@ class ReplicaLearningRates:
         """Multiply `replica`'s factor by `factor`, from the next step on."""
         self.factors[replica] *= factor
         self._weights = None
+
+    def state_dict(self) -> list[float] | None:
+        """Each replica's factor (its stacked rate's and its drops), for a checkpoint; None when
+        every one is 1."""
+        return list(self.factors) if self.scaled else None
+
+    def load_state_dict(self, factors: list[float] | None) -> None:
+        """Restore a checkpoint's factors: the replicas' drops on a plateau come back."""
+        for replica, factor in enumerate(factors or []):
+            if factor != self.factors[replica]:
+                self.scale(replica, factor / self.factors[replica])
 
     def step(self, optimizer: Any, module: nn.Module) -> None:
         """`optimizer.step()`, then each replica's move scaled by its factor."""

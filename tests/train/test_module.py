@@ -35,7 +35,7 @@ def test_per_bit_losses_match_their_definitions():
 
 
 def test_objective_sums_bits_and_logged_loss_is_their_mean():
-    gradients = module().task_gradients
+    gradients = module().objective
     loss_per_bit = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
     assert float(gradients.objective(loss_per_bit, gradients.kept_terms(0))) == pytest.approx(1.0)
     # an epoch of two equal batches: per bit their sample-weighted mean, logged as its bit mean
@@ -49,7 +49,7 @@ def test_objective_sums_bits_and_logged_loss_is_their_mean():
 
 
 def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
-    gradients = module(loss_dropout=0.3, seeds=[0, 1]).task_gradients
+    gradients = module(loss_dropout=0.3, seeds=[0, 1]).objective
     ones = torch.ones(2, BITS)
     kept = torch.stack([gradients.kept_terms(step) for step in range(2000)]).float()
     assert abs(float(kept.mean()) - 0.7) < 0.02
@@ -57,7 +57,7 @@ def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
     objective = gradients.objective(ones, gradients.kept_terms(0))
     assert float(objective) == pytest.approx(float(kept[0].sum()))
     # replica 1 drops what a separate run with seed 1 drops
-    alone = module(loss_dropout=0.3, seeds=[1]).task_gradients
+    alone = module(loss_dropout=0.3, seeds=[1]).objective
     assert float(alone.objective(ones[:1], alone.kept_terms(0))) == pytest.approx(
         float(kept[0, 1].sum())
     )
@@ -65,7 +65,7 @@ def test_loss_dropout_drops_whole_bit_terms_at_rate_p_deterministically():
 
 def test_a_dropped_bit_sends_no_gradient():
     model = module(layout="st", loss_dropout=0.5)
-    gradients = model.task_gradients
+    gradients = model.objective
     draws = counter_rng.uniform(gradients.dropout_keys, counter_rng.LOSS_DROPOUT_STREAM, 0)
     dropped = (draws < 0.5)[0]
     assert 0 < int(dropped.sum()) < BITS  # this seed drops some bits but not all at step 0

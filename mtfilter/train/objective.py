@@ -1,55 +1,49 @@
 """How one step's per-bit losses become gradients: the objective (their sum or mean, Cost-Out,
-or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian;
-and the conflict telemetry read off that same Jacobian."""
+or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian
+(TorchJD's autojac), each stacked replica on its own; and the conflict telemetry read off that
+same Jacobian (its figures in `mtfilter.record.conflicts`)."""
 
+import contextlib
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchjd.aggregation import Aggregator
+from torchjd.aggregation import Aggregator, GramianWeightedAggregator
+from torchjd.autojac import jac
+from torchjd.scalarization import DWA, FAMO, Scalarizer
 
 from mtfilter.errors import ConfigError
 from mtfilter.nn import counter_rng
-from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
+from mtfilter.nn.losses import LossName, per_bit_loss
 from mtfilter.nn.model import BitMLP
-from mtfilter.record.conflicts import ConflictRecord
-from mtfilter.train import multitask
+from mtfilter.record.conflicts import ConflictRecord, conflict_figures, conflict_keys
+from mtfilter.train.config import TrainingConfig
 
 
-class TaskGradients:
+class Objective:
     """The multitask side of a training step, for a `BitMLP` and its stacked replicas.
 
     Args:
         net: The model.
+        config: The training settings (reduction, Cost-Out, aggregator, telemetry).
         seeds: One per stacked replica (Cost-Out draws per replica and step).
-        reduction: `sum` or `mean` of the per-bit loss terms.
-        loss_dropout: Cost-Out: each bit's term dropped with this probability per step. Cost-Out
-            is the note's authors' own method (docs/original.md).
-        aggregator: A TorchJD aggregator of the shared parameters' per-task gradients.
-        scalarizers: One TorchJD scalarizer per replica (`multitask.replica_scalarizers`).
-        telemetry_interval: Steps between conflict measurements (0: none).
+        scalarizers: One TorchJD scalarizer per replica (`replica_scalarizers`), or None.
     """
 
     def __init__(
-        self,
-        net: BitMLP,
-        *,
-        seeds: list[int],
-        reduction: Reduction,
-        loss_dropout: float,
-        aggregator: Aggregator | None,
+        self, net: BitMLP, config: TrainingConfig, seeds: list[int],
         scalarizers: nn.ModuleList | None,
-        telemetry_interval: int,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.net, self.num_replicas = net, len(seeds)
         self.num_bits = net.num_bits
-        self.term_scale = 1.0 if reduction == "sum" else 1.0 / net.num_bits
-        self.loss_dropout = loss_dropout
-        self.aggregator, self.scalarizers = aggregator, scalarizers
-        self.telemetry_interval = telemetry_interval
+        self.term_scale = 1.0 if config.loss_reduction == "sum" else 1.0 / net.num_bits
+        self.loss_dropout = config.loss_dropout
+        self.aggregator, self.scalarizers = config.aggregator, scalarizers
+        self.telemetry_interval = config.telemetry_interval
         self.conflicts = ConflictRecord()
         # (R, T) per-bit keys of the loss-dropout stream
         self.dropout_keys = counter_rng.element_keys(counter_rng.seed_keys(seeds), net.num_bits)
@@ -74,7 +68,7 @@ class TaskGradients:
         measures = bool(self.shared) and self.num_bits > 1 and not mixed_precision
         self.telemetry_every = self.telemetry_interval if measures else 0
         self.updates_after_step = self.scalarizers is not None and (
-            multitask.needs_update_after_step(self.scalarizers)
+            _needs_update_after_step(self.scalarizers)
         )
         self.aggregates = False
         if self.aggregator is None:
@@ -125,7 +119,7 @@ class TaskGradients:
             return
         matrices = self._task_jacobians(loss_per_bit, kept, reduce)  # (R, T, P)
         if due:
-            self.conflicts.add(epoch, *self._all_replicas(*multitask.conflict_figures(matrices)))
+            self.conflicts.add(epoch, *self._all_replicas(*conflict_figures(matrices)))
         if self.aggregates:
             self._aggregated_backward(objective, matrices)
         else:
@@ -147,7 +141,7 @@ class TaskGradients:
     def _scalar_objective(self, loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
         """The scalarizer's (TorchJD) objective, else the sum of the kept terms."""
         if self.scalarizers is not None:
-            return multitask.scalarize(self.scalarizers, loss_per_bit)
+            return scalarize(self.scalarizers, loss_per_bit)
         return self.objective(loss_per_bit, kept)
 
     def _task_jacobians(
@@ -155,7 +149,7 @@ class TaskGradients:
     ) -> Tensor:
         """(R, T, P): each replica's per-task gradients of the shared parameters, over the global
         batch under DDP, zero for a task Cost-Out dropped."""
-        matrices = multitask.per_replica_jacobian(loss_per_bit, self.shared, self.num_replicas)
+        matrices = per_replica_jacobian(loss_per_bit, self.shared, self.num_replicas)
         if reduce is not None:
             matrices = reduce(matrices)
         if kept is not None:
@@ -167,8 +161,8 @@ class TaskGradients:
         the aggregator of the per-task gradients."""
         assert self.aggregator is not None
         torch.autograd.backward(objective, inputs=self.task_params)
-        directions = multitask.aggregate(matrices, self.aggregator)  # (R, P)
-        multitask.set_shared_gradients(directions, self.shared)
+        directions = aggregate(matrices, self.aggregator)  # (R, P)
+        set_shared_gradients(directions, self.shared)
 
     @staticmethod
     def objective(loss_per_bit: Tensor, kept: Tensor | None) -> Tensor:
@@ -188,19 +182,21 @@ class TaskGradients:
         if not self.updates_after_step:
             return
         assert self.scalarizers is not None
-        with multitask.frozen_batch_norm_statistics(self.net):
+        with frozen_batch_norm_statistics(self.net):
             after = per_bit_loss(self.net(indices), targets, loss)  # (R, T)
         for scalarizer, row in zip(self.scalarizers, after, strict=True):
             scalarizer.update(row)  # type: ignore[operator]  # FAMO's, a method
 
     def end_epoch(self) -> None:
         if self.scalarizers is not None:
-            multitask.ends_epoch(self.scalarizers)
+            for scalarizer in self.scalarizers:  # DWA weighs tasks by epoch-mean loss trends
+                if isinstance(scalarizer, DWA):
+                    scalarizer.step()
 
     def summary(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
         """What the run did about the tasks' shared gradients, for its summary; with
         `best_epoch`, also the last measurement at or before it (`conflict_at_best`)."""
-        keys = multitask.conflict_keys(self.num_bits)
+        keys = conflict_keys(self.num_bits)
 
         def figures(rows: Tensor | None) -> dict[str, float]:
             return {} if rows is None else dict(zip(keys, rows[replica].tolist(), strict=True))
@@ -217,21 +213,81 @@ class TaskGradients:
         }
 
 
-def check_settings(
-    *, loss: str, loss_dropout: float, loss_reduction: str, telemetry_interval: int,
-    accumulate_gradients: bool, aggregator: object,
-) -> None:  # fmt: skip
-    """Refuse objective settings that cannot work, naming the setting."""
-    if loss not in ("l1", "bce", "mse"):
-        raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {loss!r}")
-    if not 0 <= loss_dropout < 1:
-        raise ConfigError(f"model.loss_dropout must be in [0, 1), got {loss_dropout}")
-    if telemetry_interval < 0:
-        raise ConfigError(f"model.telemetry_interval must be >= 0, got {telemetry_interval}")
-    if loss_reduction not in ("sum", "mean"):
-        raise ConfigError(f"model.loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
-    if accumulate_gradients and aggregator is not None:
-        raise ConfigError(
-            "model.accumulate_gradients (the original's never-zeroed gradients) cannot be "
-            "combined with model.aggregator, which sets the shared gradients each step"
-        )
+def per_replica_jacobian(losses: Tensor, shared: list[nn.Parameter], num_replicas: int) -> Tensor:
+    """Each replica's Jacobian of its per-task losses over its own shared parameters.
+
+    losses (R, T) -> (R, T, P), P the shared parameters of one replica. Replicas share no
+    parameter, so the Jacobian of the replica-summed losses (T,) holds replica r's rows in r's
+    slices: one Jacobian of T rows, not R * T. Replica r owns rows r*k .. (r+1)*k - 1 of every
+    stacked parameter's leading axis (see `BitMLP`).
+    """
+    jacobians = jac(losses.sum(0), shared, retain_graph=True)  # (T, *p.shape) per parameter
+    tasks = losses.shape[1]
+    return torch.cat([j.reshape(tasks, num_replicas, -1).transpose(0, 1) for j in jacobians], dim=2)
+
+
+def aggregate(matrices: Tensor, aggregator: Aggregator) -> Tensor:
+    """One update direction per replica: (R, T, P) -> (R, P).
+
+    TorchJD's aggregators take one matrix, so replicas are a loop here, the only one; for
+    Gramian-based aggregators (UPGrad, MGDA, DualProj, ...) only the (T, T) Gramians go
+    through it, computed for all replicas in one batched matmul.
+    """
+    hooked = aggregator._forward_hooks or aggregator._forward_pre_hooks
+    if isinstance(aggregator, GramianWeightedAggregator) and not hooked:
+        gramians = matrices @ matrices.transpose(1, 2)  # (R, T, T)
+        weights = torch.stack([aggregator.gramian_weighting(g) for g in gramians])  # (R, T)
+        return (weights[:, None, :] @ matrices).squeeze(1)
+    return torch.stack([aggregator(matrix) for matrix in matrices])
+
+
+def set_shared_gradients(directions: Tensor, shared: list[nn.Parameter]) -> None:
+    """Write (R, P) update directions into the shared parameters' `.grad`, each contiguous.
+
+    A parameter's slice of every replica's row is a strided view of `directions` when R > 1;
+    torch's fused Adam on the CPU (2.13) reads a `.grad` as if it were contiguous, so a view would
+    step each parameter along a scramble of the others' directions."""
+    replicas = directions.shape[0]
+    parts = directions.split([p.numel() // replicas for p in shared], dim=1)
+    for parameter, part in zip(shared, parts, strict=True):
+        parameter.grad = part.reshape(parameter.shape).contiguous()
+
+
+def replica_scalarizers(scalarizer: Scalarizer, num_replicas: int) -> nn.ModuleList:
+    """One independent copy per stacked replica: a scalarizer weighs all the values it is given
+    together, and learned weights (UW, IMTL-L, FAMO) or loss histories (DWA) are per run."""
+    return nn.ModuleList(copy.deepcopy(scalarizer) for _ in range(num_replicas))
+
+
+def scalarize(scalarizers: nn.ModuleList, losses: Tensor) -> Tensor:
+    """The objective: each replica's per-task losses (R, T) through its own scalarizer, summed.
+    TorchJD's scalarizers take one replica's values, so this loops over replicas."""
+    return sum(s(row) for s, row in zip(scalarizers, losses, strict=True))
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """A training-mode forward that leaves BatchNorm's running statistics as they are (FAMO
+    re-evaluates the step's batch after the update)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm1d | nn.SyncBatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
+def _needs_update_after_step(scalarizers: nn.ModuleList) -> bool:
+    """FAMO learns its weights from the losses of the same batch after the update."""
+    return isinstance(scalarizers[0], FAMO)
+
+
+def describe(method: object) -> str | None:
+    """`torchjd.aggregation.UPGrad(...)` for a TorchJD object, None for none."""
+    if method is None:
+        return None
+    public = type(method).__module__.split("._")[0]  # torchjd.aggregation._upgrad -> its package
+    return f"{public}.{method!r}"
