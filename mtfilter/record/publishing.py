@@ -45,6 +45,15 @@ class EpochPublisher:
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
 
+    def last_epoch_metrics(self) -> dict[str, float]:
+        """The last epoch's figures (not per bit), named as `validate` names them (`seed_3/`
+        before each replica's when stacked); empty before the first epoch."""
+        if self.epoch_log.num_epochs == 0:
+            return {}
+        keys = [key for key in self.epoch_log.keys if "/bit_" not in key]
+        row = np.stack([self.epoch_log.last(key) for key in keys], axis=1)  # (R, K), on the host
+        return replica_metrics(keys, row, self.replicas)
+
     def due(self) -> bool:
         return time.monotonic() - self._last > self.interval_s
 

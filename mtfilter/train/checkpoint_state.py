@@ -6,8 +6,29 @@ resume, so that a resumed run reports and trains as the uninterrupted one."""
 import os
 from typing import TYPE_CHECKING, Any
 
+from lightning.pytorch.utilities import rank_zero_info
+
+from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
+from mtfilter.train.checkpoint_upgrade import fold_biases_before_batch_norm
+
 if TYPE_CHECKING:
     from mtfilter.train.module import BitMappingModule
+
+
+def check_and_upgrade(
+    module: "BitMappingModule", checkpoint: dict[str, Any], data: Any | None
+) -> None:
+    """Refuse a checkpoint of another dataset or model (`check_checkpoint_compatible`; `data`:
+    the data module's hparams, to name the setting that differs), and fold an earlier
+    checkpoint's biases before BatchNorm away."""
+    check_checkpoint_compatible(checkpoint, module.hparams, data)
+    names = [name for name, _ in module.named_parameters()]
+    folded = fold_biases_before_batch_norm(checkpoint, names, len(module.replicas))
+    if folded:
+        rank_zero_info(
+            f"the checkpoint's {folded} biases before BatchNorm (which have no effect) are "
+            "folded into the BatchNorm running means: the same outputs, without the noise"
+        )
 
 
 def save_training_state(module: "BitMappingModule", checkpoint: dict[str, Any]) -> None:

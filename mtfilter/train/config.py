@@ -16,46 +16,10 @@ from mtfilter.nn.losses import LossName, Reduction
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The training settings of `BitMappingModule`, each a `model.*` key of the CLI.
-
-    Args:
-        num_bits: Output bits, one task each.
-        loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
-        loss_dropout: Cost-Out (the note's authors' own method, docs/original.md): at each
-            training step, each bit's loss term is removed from the objective with this
-            probability, independently per bit and replica. A dropped bit sends no gradient
-            that step; the kept terms are not rescaled; the logged losses always include every
-            bit.
-        loss_reduction: How the per-bit loss terms make the objective: `sum` (the hypothesis as
-            stated) or `mean`, the original code's `nn.L1Loss()` over batch and bits, which gives
-            each bit 1/num_bits of the sum's gradient. Logged losses are the same either way.
-        accumulate_gradients: The original code's defect, reproduced by choice: gradients are
-            never zeroed, so every optimizer step gets the running sum of all gradients since
-            training began, `g_1 + ... + g_t`, and momentum SGD then moves by
-            `v_t = m v_(t-1) + (g_1 + ... + g_t)`. Exactly a plain PyTorch loop that never calls
-            `zero_grad` (tested); the sum is saved in `last.ckpt`, so resuming is exact.
-        learning_rates: Stacked learning rates: every seed trains once at each of these rates,
-            all in one process, each replica exactly as its separate run with
-            `optimizer.init_args.lr` set to its rate (see `ReplicaLearningRates`: exact for SGD,
-            Adam, AdamW and RMSprop). None: the optimizer's own rate, one replica per seed.
-        aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, Quinton & Rey 2024,
-            "Jacobian Descent for Multi-Objective Optimization"; `MGDA`, Sener & Koltun, NeurIPS
-            2018; `PCGrad`, Yu et al., NeurIPS 2020; ...) that turns the per-task gradients of
-            the shared parameters into their update, instead of summing them; each replica on
-            its own. Task-specific parameters get their own task's gradient. With nothing
-            shared (`st`) training is plain.
-        scalarizer: A TorchJD scalarizer (`torchjd.scalarization.UW`, Kendall et al., CVPR
-            2018; `DWA`, Liu et al., CVPR 2019; `FAMO`, Liu et al., NeurIPS 2023; `IMTLL`, Liu
-            et al., ICLR 2021; `Random`, Lin et al., TMLR 2022; ...) that combines the per-task
-            losses into the objective instead of their sum; one independent copy per replica.
-            Those with one weight per task need `init_args: {shape: NUM_BITS}`. Not with
-            `aggregator` or `loss_dropout`.
-        telemetry_interval: Every this many optimizer steps (from the first), log the conflict
-            between the tasks' gradients on the shared parameters (`conflict/*`: cosines,
-            conflicting fraction, gradient norms; the cosine matrix as an image). 0: off. Not
-            logged for `st`, which shares nothing. A measurement costs about `num_bits`
-            backward passes through the shared layers (docs/benchmarks.md).
-    """
+    """The training settings of `BitMappingModule`, each a `model.*` key of the CLI: the
+    module's arguments of the same names, documented there once (the CLI's `--help` shows
+    them). `num_bits` is the number of tasks; `learning_rates` a tuple, so that nothing in a
+    frozen config can change under a running fit."""
 
     num_bits: int
     loss: LossName = "l1"

@@ -9,7 +9,6 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -31,11 +30,13 @@ from mtfilter.record.conflicts import conflict_keys
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
 from mtfilter.record.metrics import EpochFigures
-from mtfilter.record.publishing import EpochPublisher, replica_metrics
+from mtfilter.record.publishing import EpochPublisher
 from mtfilter.train import objective
-from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
-from mtfilter.train.checkpoint_state import restore_training_state, save_training_state
-from mtfilter.train.checkpoint_upgrade import fold_biases_before_batch_norm
+from mtfilter.train.checkpoint_state import (
+    check_and_upgrade,
+    restore_training_state,
+    save_training_state,
+)
 from mtfilter.train.config import TrainingConfig, check_optimizer
 from mtfilter.train.data import Batch, Epoch
 from mtfilter.train.distributed import average_gradients
@@ -356,17 +357,9 @@ class BitMappingModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.publish_epoch_log()
         self.publisher.flush()
-        self._last_epoch_to_callback_metrics()
-
-    def _last_epoch_to_callback_metrics(self) -> None:
-        """The last epoch's figures (not per bit) in `trainer.callback_metrics`, as `validate`
-        names them (`seed_3/` before each replica's when stacked): training never calls
-        `self.log`, which would cost a host sync every epoch."""
-        if self.epoch_log.num_epochs == 0:
-            return
-        keys = [key for key in self.epoch_log.keys if "/bit_" not in key]
-        row = np.stack([self.epoch_log.last(key) for key in keys], axis=1)  # (R, K), on the host
-        for name, value in replica_metrics(keys, row, self.replicas).items():
+        # as `validate` would leave them: training never calls `self.log`, which would cost a
+        # host sync every epoch
+        for name, value in self.publisher.last_epoch_metrics().items():
             self.trainer.callback_metrics[name] = torch.tensor(value)
 
     @override
@@ -428,13 +421,6 @@ class BitMappingModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = self._trainer  # None when loaded outside a Trainer
         data = getattr(getattr(trainer, "datamodule", None), "hparams", None)
-        check_checkpoint_compatible(checkpoint, self.hparams, data)
-        names = [name for name, _ in self.named_parameters()]
-        folded = fold_biases_before_batch_norm(checkpoint, names, len(self.replicas))
-        if folded:
-            rank_zero_info(
-                f"the checkpoint's {folded} biases before BatchNorm (which have no effect) are "
-                "folded into the BatchNorm running means: the same outputs, without the noise"
-            )
+        check_and_upgrade(self, checkpoint, data)
         if trainer is not None and trainer.state.fn == "fit":
             restore_training_state(self, checkpoint)
