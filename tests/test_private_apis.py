@@ -54,6 +54,8 @@ def test_tensorboard_record_checksum_is_a_module_function():
 def test_summary_writer_file_writer(tmp_path):
     writer = SummaryWriter(str(tmp_path))
     assert callable(writer._get_file_writer().add_summary)
+    # where write_scalar_rows hands its encoded events, as EventFileWriter.add_event does
+    assert callable(writer._get_file_writer().event_writer._async_writer.write)
     writer.close()
 
 
