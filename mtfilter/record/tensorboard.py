@@ -59,7 +59,9 @@ def write_scalar_rows(
 def _summary_template(tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """A Summary's bytes with every simple_value 0, and the byte positions of the values in
     tag order: (L,) uint8 and (4 * len(tags),) int."""
-    parts, slots, offset = [], [], 0
+    parts: list[bytes] = []
+    slots: list[int] = []
+    offset = 0
     for tag in tags:
         name = tag.encode()
         # Summary.Value: tag (field 1, bytes), simple_value (field 2, fixed32)
