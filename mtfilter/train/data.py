@@ -85,6 +85,9 @@ class EpochBatches:
 
     def __init__(self, targets: Tensor, batch_size: int, sampler: EpochShuffle) -> None:
         self.targets = targets  # (N, T) on the training device
+        # (T, N): batches are gathered feature-major, the batch axis innermost as in the
+        # model's logits, so that the loss runs over contiguous rows (`per_bit_loss`)
+        self._targets_by_bit = targets.T.contiguous()
         self.batch_size = batch_size
         # DataLoader's attribute names, which Lightning inspects: it calls `sampler.set_epoch`.
         self.sampler = sampler
@@ -95,10 +98,13 @@ class EpochBatches:
 
     def __iter__(self) -> Iterator[list[Batch]]:
         order = self.sampler.order()  # (R, N / world_size)
+        replicas, (tasks, _) = order.shape[0], self._targets_by_bit.shape
+        table = self._targets_by_bit.expand(replicas, -1, -1)  # (R, T, N), no copy
         batches = []
         for start in range(0, order.shape[1], self.batch_size):
-            indices = order[:, start : start + self.batch_size]
-            batches.append((indices, self.targets[indices]))
+            indices = order[:, start : start + self.batch_size]  # (R, B)
+            picked = table.gather(2, indices[:, None, :].expand(-1, tasks, -1))  # (R, T, B)
+            batches.append((indices, picked.mT))  # (R, B, T), feature-major in memory
         yield batches
 
 
@@ -114,7 +120,8 @@ class FullBatch:
 
     def __iter__(self) -> Iterator[Batch]:
         indices = torch.arange(len(self.targets), device=self.targets.device)[None]
-        yield indices, self.targets[None]
+        # (1, N, T), feature-major in memory as the training batches are (`EpochBatches`)
+        yield indices, self.targets.T.contiguous()[None].mT
 
 
 class BitMappingDataModule(L.LightningDataModule):
