@@ -27,11 +27,12 @@ def _model_and_losses(layout="mt", replicas=2):
     return net, per_bit_loss(net(indices), targets, "l1")  # (R, T)
 
 
+@pytest.mark.parametrize("sequential", [True, False], ids=["per-task", "vmapped"])
 @pytest.mark.parametrize("layout", ["mt", "split"])
-def test_per_replica_jacobian_holds_each_replicas_own_task_gradients(layout):
+def test_per_replica_jacobian_holds_each_replicas_own_task_gradients(layout, sequential):
     net, losses = _model_and_losses(layout)
     shared = net.shared_parameters()
-    matrices = per_replica_jacobian(losses, shared, 2)  # (R, T, P)
+    matrices = per_replica_jacobian(losses, shared, 2, sequential)  # (R, T, P)
     replica_size = sum(p.numel() for p in shared) // 2
     assert matrices.shape == (2, BITS, replica_size)
     for replica in range(2):
