@@ -99,3 +99,14 @@ def check_optimizer(factory: Any) -> None:
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model.optimizer: {error}") from None
+
+
+def check_targets(targets: torch.Tensor, num_bits: int, num_samples: int) -> None:
+    """Refuse a data module's (N, T) targets of another shape than the model was built for."""
+    samples, bits = targets.shape
+    if (bits, samples) != (num_bits, num_samples):
+        raise ConfigError(
+            f"the model was built for {num_bits} bits and {num_samples} samples, but the data "
+            f"module has {bits} bits and {samples} samples: build the model with "
+            "num_bits=data.num_bits and num_samples=data.num_samples"
+        )

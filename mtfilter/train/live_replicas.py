@@ -29,17 +29,26 @@ class LiveReplicas:
     resumed fit stops the same replicas again before its first step.
     """
 
-    def __init__(self, full: BitMLP) -> None:
+    def __init__(self, full: BitMLP, data_rows: list[int] | None = None) -> None:
         self.full = full
         self.net = full
         self.live = list(range(full.num_replicas))  # original replica indices, in stack order
         self.index: Tensor | None = None  # (R',) the live replicas, on the device; None: all
+        # (R,) the row of the data module's per-seed batches each replica reads (stacked rates
+        # share a seed's row); None while replica r reads row r. `step_rows`: the live ones'.
+        self.data_rows = None if data_rows is None else torch.tensor(data_rows)
+        self.step_rows = self.data_rows
         self._parked: dict[int, dict[str, Tensor]] = {}  # optimizer state of R, by position
         self._names = tracked_entries(full.state_dict(), full.num_replicas)
 
     @property
     def compacted(self) -> bool:
         return self.net is not self.full
+
+    def rows_to(self, device: torch.device) -> None:
+        """The data rows on the training device (at fit start, before any replica stops)."""
+        if self.data_rows is not None:
+            self.data_rows = self.step_rows = self.data_rows.to(device)
 
     def stop(self, replicas: list[int], optimizer: torch.optim.Optimizer) -> None:
         """Take `replicas` out of the batched computation (those already out are ignored)."""
@@ -58,6 +67,7 @@ class LiveReplicas:
         _repoint(optimizer, self.net, compact, rows, len(self.live))
         self.net, self.live = compact, keep
         self.index = torch.tensor(keep, device=next(compact.parameters()).device)
+        self.step_rows = self.index if self.data_rows is None else self.data_rows[self.index]
 
     @torch.no_grad()
     def sync(self) -> None:

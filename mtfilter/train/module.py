@@ -2,8 +2,8 @@
 per minibatch, then the whole dataset evaluated); what each piece does lives beside it: the
 model in `mtfilter.nn.model`, the training settings in `config.py`, a step's gradients (sum,
 Cost-Out, TorchJD) in `objective.py`, each replica's learning rate in `replica_rates.py`, the
-figures in `mtfilter.record.metrics` and their publishing in `mtfilter.record.publishing`,
-checkpoint checks in `checkpoint_compat.py` and `checkpoint_upgrade.py`."""
+replicas still training in `live_replicas.py`, the figures in `mtfilter.record.metrics` and
+their publishing in `mtfilter.record.publishing`, checkpoints in `checkpoint_state.py`."""
 
 from dataclasses import asdict
 from typing import Any
@@ -13,13 +13,11 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 from torchjd.aggregation import Aggregator
 from torchjd.scalarization import Scalarizer
 from typing_extensions import override
 
 import mtfilter.train.lightning_notices  # noqa: F401 (silences notices that do not apply)
-from mtfilter.errors import ConfigError
 from mtfilter.nn import replicas
 from mtfilter.nn.config import BitMLPConfig
 from mtfilter.nn.floor import Floor, model_floor, pattern_counts
@@ -37,9 +35,9 @@ from mtfilter.train.checkpoint_state import (
     restore_training_state,
     save_training_state,
 )
-from mtfilter.train.config import TrainingConfig, check_optimizer
+from mtfilter.train.config import TrainingConfig, check_optimizer, check_targets
 from mtfilter.train.data import Batch, Epoch
-from mtfilter.train.distributed import average_gradients
+from mtfilter.train.distributed import average_gradients, disable_ddp_gradient_hooks
 from mtfilter.train.epoch_totals import EpochTotals
 from mtfilter.train.fit_report import describe_model
 from mtfilter.train.live_replicas import LiveReplicas
@@ -64,55 +62,42 @@ class BitMappingModule(L.LightningModule):
     `full_batch()`); `validate` and `test` compute the same figures through Lightning's loops.
 
     Args:
-        num_bits: Output bits (linked from the data module by the CLI).
+        num_bits: Output bits, the tasks (linked from the data module by the CLI).
         num_samples: Distinct inputs (linked from the data module by the CLI).
         data_fingerprint: The dataset's fingerprint (linked from the data module by the CLI);
             checkpoints from another dataset are refused.
         seeds: Seeds of the stacked replicas, one each (linked from the data module by the CLI).
             Default: the seed set by `seed_everything`.
         loss: Per-bit loss: `l1` on sigmoid outputs (the original), `bce` on logits, or `mse`.
-        loss_dropout: Cost-Out (the note's authors' own method, docs/original.md): at each
-            training step, each bit's loss term is removed from the objective with this
-            probability, independently per bit and replica. A dropped bit
-            sends no gradient that step; the kept terms are not rescaled; the logged losses
-            always include every bit.
-        loss_reduction: How the per-bit loss terms make the objective: `sum` (the hypothesis as
-            stated) or `mean`, the original code's `nn.L1Loss()` over batch and bits, which gives
-            each bit 1/num_bits of the sum's gradient. Logged losses are the same either way.
-        accumulate_gradients: The original code's defect, reproduced by choice: gradients are
-            never zeroed, so every optimizer step gets the running sum of all gradients since
-            training began, `g_1 + ... + g_t`, and momentum SGD then moves by
-            `v_t = m v_(t-1) + (g_1 + ... + g_t)`. Exactly a plain PyTorch loop that never calls
-            `zero_grad` (tested); the sum is saved in `last.ckpt`, so resuming is exact.
-        optimizer: Optimizer factory. Default: Adam, lr 3e-4 (configs/mt.yaml's, at hidden 1024; the
-            original's was SGD, lr 1e-3, momentum 0.9: configs/original/).
+        loss_dropout: Cost-Out (the note's authors' own method, docs/original.md): each step,
+            each bit's loss term leaves the objective with this probability, independently per
+            bit and replica; kept terms are not rescaled; logged losses include every bit.
+        loss_reduction: `sum` of the per-bit terms (the hypothesis as stated) or `mean` (the
+            original code's `nn.L1Loss()`: each bit gets 1/num_bits of the sum's gradient).
+        accumulate_gradients: The original code's defect, by choice: gradients are never
+            zeroed, so each step gets the sum of all gradients since training began (exactly a
+            loop that never calls `zero_grad`, tested; saved in `last.ckpt` for exact resumes).
+        optimizer: Optimizer factory. Default: Adam, lr 3e-4 (configs/mt.yaml's; the original's
+            was SGD, lr 1e-3, momentum 0.9: configs/original/).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
-        learning_rates: Stacked learning rates: every seed of `seeds` trains once at each of
-            these rates, all in one process, each replica exactly as its separate run with
-            `optimizer.init_args.lr` set to its rate (the optimizer runs at the first rate and
-            each replica's step is scaled to its own, see `ReplicaLearningRates`: exact for
-            SGD, Adam, AdamW and RMSprop). Default: the optimizer's own rate, one replica per
-            seed.
-        aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, Quinton & Rey 2024,
-            "Jacobian Descent for Multi-Objective Optimization"; `MGDA`, Sener & Koltun, NeurIPS
-            2018; `PCGrad`, Yu et al., NeurIPS 2020; ...) that turns the per-task gradients of
-            the shared parameters into their update, instead of summing them; each replica on
-            its own. Task-specific parameters get their own task's gradient. With nothing
-            shared (`st`) training is plain.
-        scalarizer: A TorchJD scalarizer (`torchjd.scalarization.UW`, Kendall et al., CVPR
-            2018; `DWA`, Liu et al., CVPR 2019; `FAMO`, Liu et al., NeurIPS 2023; `IMTLL`, Liu
-            et al., ICLR 2021; `Random`, Lin et al., TMLR 2022; ...) that combines the per-task
-            losses into the objective instead of their sum; one independent copy per replica.
-            Those with one weight per task need `init_args: {shape: NUM_BITS}`. Not with
-            `aggregator` or `loss_dropout`.
+        learning_rates: Stacked learning rates: every seed trains once at each rate in one
+            process, each replica exactly as its separate run at that
+            `optimizer.init_args.lr` (SGD, Adam, AdamW, RMSprop; see `ReplicaLearningRates`).
+            Default: the optimizer's own rate, one replica per seed.
+        aggregator: A TorchJD aggregator (`torchjd.aggregation.UPGrad`, `MGDA`, `PCGrad`, ...;
+            README, "Multitask methods") that turns each replica's per-task gradients of the
+            shared parameters into their update instead of summing them; task-specific
+            parameters get their own task's gradient. Plain training for `st`.
+        scalarizer: A TorchJD scalarizer (`torchjd.scalarization.UW`, `DWA`, `FAMO`, `IMTLL`,
+            `Random`, ...) that combines the per-task losses instead of summing them, one copy
+            per replica; those with a weight per task need `init_args: {shape: NUM_BITS}`. Not
+            with `aggregator` or `loss_dropout`.
         telemetry_interval: Every this many optimizer steps (from the first), log the conflict
-            between the tasks' gradients on the shared parameters (`conflict/*`: cosines,
-            conflicting fraction, gradient norms; the cosine matrix as an image). 0: off. Not
-            logged for `st`, which shares nothing. A measurement costs about `num_bits`
-            backward passes through the shared layers (docs/benchmarks.md).
+            between the tasks' gradients on the shared parameters (`conflict/*`); 0: off; not
+            for `st`. A measurement costs about `num_bits` backward passes through the shared
+            layers (docs/benchmarks.md).
         architecture: The network's settings, the fields of `BitMLPConfig` (`layout`,
-            `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI; `num_bits` and
-            `num_samples` above and the replicas are set here.
+            `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI.
     """
 
     def __init__(
@@ -168,12 +153,9 @@ class BitMappingModule(L.LightningModule):
                              if k not in ("num_replicas", "init_seeds")})  # fmt: skip
         self.net = BitMLP(config)
         # What trains: the whole stack, then only the replicas whose runs have not ended
-        self.live = LiveReplicas(self.net)
-        self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
-        # (R,) which data-module seed each replica reads; None while they are the same list
         rows = [seeds.index(seed) for seed in replica_seeds] if learning_rates else None
-        self._replica_rows = None if rows is None else torch.tensor(rows)
-        self._step_rows = self._replica_rows  # the same for the live replicas
+        self.live = LiveReplicas(self.net, data_rows=rows)
+        self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
         self._last_row: Tensor | None = None  # the last epoch's (R, K) figures
         self.objective = Objective(self.net, self.train_config, replica_seeds, self.scalarizers)
         self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(self.replicas))
@@ -217,42 +199,19 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_fit_start(self) -> None:
-        self._evaluate_without_lightnings_loop()
-        self._average_gradients_without_ddps_hooks()
+        # Fit evaluates the whole dataset itself every epoch (`_finish_epoch`): Lightning's
+        # validation loop would add ~0.3 ms of bookkeeping an epoch (back for `validate` after).
+        self._limit_val_batches, self.trainer.limit_val_batches = self.trainer.limit_val_batches, 0
+        disable_ddp_gradient_hooks(self.trainer)
         tensorboard.use_fast_record_checksum()
         self.objective.setup(str(self.trainer.precision), self.device)
-        if self._replica_rows is not None:
-            self._replica_rows = self._step_rows = self._replica_rows.to(self.device)
+        self.live.rows_to(self.device)
         counts = self.parameter_counts()
         rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
         targets = getattr(self.trainer.datamodule, "targets", None)
         if targets is not None:
-            self.check_data(targets)
+            check_targets(targets, self.num_bits, self.hparams.num_samples)
             self.floor = model_floor(self.hparams, pattern_counts(targets))
-
-    def _evaluate_without_lightnings_loop(self) -> None:
-        """Fit evaluates the whole dataset itself at the end of every epoch (`_finish_epoch`);
-        Lightning's validation loop would add ~0.3 ms of bookkeeping per epoch around it. Its
-        setting comes back at the end of fit (`on_fit_end`), for `validate` after."""
-        self._limit_val_batches = self.trainer.limit_val_batches
-        self.trainer.limit_val_batches = 0
-
-    def _average_gradients_without_ddps_hooks(self) -> None:
-        """A permanent `no_sync`: DDP's hooks expect one backward per `training_step`, and a
-        training step here is an epoch of optimizer steps; gradients are averaged after each
-        backward instead (`average_gradients`)."""
-        if isinstance(self.trainer.strategy.model, DistributedDataParallel):
-            self.trainer.strategy.model.require_backward_grad_sync = False
-
-    def check_data(self, targets: Tensor) -> None:
-        """Refuse targets of another shape than the model was built for, in one line."""
-        samples, bits = targets.shape
-        if (bits, samples) != (self.num_bits, self.hparams.num_samples):
-            raise ConfigError(
-                f"the model was built for {self.num_bits} bits and {self.hparams.num_samples} "
-                f"samples, but the data module has {bits} bits and {samples} samples: build the "
-                "model with num_bits=data.num_bits and num_samples=data.num_samples"
-            )
 
     @override
     def on_train_start(self) -> None:
@@ -272,7 +231,7 @@ class BitMappingModule(L.LightningModule):
         """One whole epoch: an optimizer step per minibatch, then the evaluation pass."""
         optimizer = self.optimizers()
         reduce = None if self.trainer.world_size == 1 else self._mean_over_processes
-        rows, net = self._step_rows, self.live.net
+        rows, net = self.live.step_rows, self.live.net
         stepped = net if self.live.compacted else self  # the parameters the optimizer steps
         for indices, targets in epoch:  # (S, B), (S, B, T): one row per seed
             if rows is not None:  # one per live replica: (R, B), (R, B, T)
@@ -350,8 +309,6 @@ class BitMappingModule(L.LightningModule):
         self._epoch = EpochTotals()  # sums of the live replicas from the next epoch on
         if self._last_row is None:  # resumed: the stopped replicas' figures as they ended
             self._last_row = self.epoch_log.last_row().to(self.device)
-        full_rows = self._replica_rows
-        self._step_rows = self.live.index if full_rows is None else full_rows[self.live.index]
 
     @override
     def on_train_end(self) -> None:
