@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from mtfilter.errors import ConfigError
 from mtfilter.folders import REPORT_LOCK, SWEEP_FILE, exclusive, read_json
+from mtfilter.report._against import read_results, write_against
 from mtfilter.report._collect import collect, write_csv
 from mtfilter.report._contrast import Contrast, contrast
 from mtfilter.report._include import check_include, not_swept
@@ -44,6 +45,7 @@ def report(
     width_per: str | None = None,
     contrast_key: str | None = None,
     include: list[dict[str, Any]] | None = None,
+    against: Path | None = None,
 ) -> list[Path]:
     """Write results.csv, results.md and the plots of a sweep folder; returns their paths.
 
@@ -79,12 +81,16 @@ def report(
             their own folders and appear in results.csv; keys one folder varies and the other
             does not are filled from the runs' recorded settings. A folder with no sweep in
             it yet is left out, and results.md says so.
+        against: Another results.csv of the same study (a committed one, say) to compare this
+            folder's answer with, point by point, in against.md: the picks, each layout's
+            figure, mt - st and what its interval says, the transition width, the contrast
+            and the methods, with what moved named (see `read_results`).
     """
     folder = Path(folder)
     settings = _settings(folder, metric=metric, width_key=width_key, layout_key=layout_key,
                          select_key=select_key, selection_seeds=selection_seeds,
                          unconverged=unconverged, width_per=width_per,
-                         contrast_key=contrast_key, include=include)  # fmt: skip
+                         contrast_key=contrast_key, include=include, against=against)  # fmt: skip
     if not (folder / SWEEP_FILE).is_file():  # before a lock file is made there
         collect(folder)  # raises, naming the folder
     # One report at a time per folder (two sweeps over it that end together), each file
@@ -94,7 +100,8 @@ def report(
 
 
 def _write(folder: Path, settings: "_Settings") -> list[Path]:
-    width_key, layout_key = settings.width_key, settings.layout_key
+    # the other results first: a file that is not one is refused before anything is written
+    against = None if settings.against is None else read_results(settings.against)
     keys, rows = include_runs(*collect(folder), settings.include)
     left_out = not_swept(settings.include)
     for other in left_out:
@@ -102,6 +109,24 @@ def _write(folder: Path, settings: "_Settings") -> list[Path]:
               file=sys.stderr)  # fmt: skip
     written = [folder / "results.csv", folder / "results.md"]
     write_csv(written[0], keys, rows)
+    table = _analyse(folder, keys, rows, settings, left_out)
+    write_markdown(written[1], table)
+    if settings.against is not None and against is not None:
+        old = _analyse(folder, *against, settings, [])
+        path, summary = write_against(folder / "against.md", old, table, settings.against)
+        print(f"report: against {settings.against}: {summary}", file=sys.stderr)
+        written.append(path)
+    from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
+
+    return written + plot_all(table)
+
+
+def _analyse(
+    folder: Path, keys: list[str], rows: list[dict[str, Any]], settings: "_Settings",
+    left_out: list[str],
+) -> Report:  # fmt: skip
+    """The picks, sections, contrasts and methods of a sweep's rows: what results.md shows."""
+    width_key, layout_key = settings.width_key, settings.layout_key
     choices: list[Choice] = []
     every_row = rows
     chosen = settings.metric
@@ -132,10 +157,7 @@ def _write(folder: Path, settings: "_Settings") -> list[Path]:
                    every_row=every_row, width_per=settings.width_per,
                    contrast_key=contrast_key, contrasts=contrasts,
                    not_included=left_out)  # fmt: skip
-    write_markdown(written[1], table)
-    from mtfilter.report._plots import plot_all  # matplotlib: only when plotting
-
-    return written + plot_all(table)
+    return table
 
 
 def pick(folder: str | Path, runs: list[str] | None = None) -> list[Choice]:
@@ -163,6 +185,7 @@ class _Settings:
     width_per: str | None
     contrast_key: str | None
     include: list[dict[str, Any]]
+    against: Path | None
 
 
 def _settings(folder: Path, **given: Any) -> _Settings:
@@ -188,6 +211,7 @@ def _settings(folder: Path, **given: Any) -> _Settings:
         width_per=option("width_per", None),
         contrast_key=option("contrast_key", None),
         include=option("include", None) or [],
+        against=None if option("against", None) is None else Path(option("against", None)),
     )
 
 

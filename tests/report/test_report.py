@@ -569,3 +569,72 @@ def test_a_report_file_is_replaced_whole_or_not_at_all(tmp_path):
     with replacing(path) as temporary:
         temporary.write_text("the new report")
     assert path.read_text() == "the new report" and sorted(tmp_path.iterdir()) == [path]
+
+
+def _rewrite_csv(path: Path, change) -> None:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        names, rows = reader.fieldnames, list(reader)
+    for row in rows:
+        change(row)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_sweep_against_its_own_results_moves_nothing(tmp_path):
+    folder = fake_sweep(tmp_path / "sweep", stacked=True)
+    report(folder)
+    shutil.copy(folder / "results.csv", tmp_path / "old.csv")
+    report(folder, against=tmp_path / "old.csv")
+    text = (folder / "against.md").read_text()
+    assert "**mt - st readings: 2 of 2 the same; transitions: 1 of 1 the same**" in text
+    assert "moved" not in text.split("**")[-1]  # the legend names the word; no row has it
+
+
+def test_a_gap_that_changed_side_and_the_transition_it_moved_are_named(tmp_path):
+    folder = fake_sweep(tmp_path / "sweep", stacked=True)
+    report(folder)
+    old = tmp_path / "old.csv"
+    shutil.copy(folder / "results.csv", old)
+
+    def mt_worse_at_64(row):  # old: mt clearly behind st at 64 too, so no transition
+        if row["model.hidden_dim"] == "64" and row["model.layout"] == "mt":
+            row["val_loss_best"] = str(0.5 + 0.01 * int(row["seed_everything"]))
+
+    _rewrite_csv(old, mt_worse_at_64)
+    report(folder, against=old)
+    text = (folder / "against.md").read_text()
+    assert "mt - st readings: 1 of 2 the same; transitions: 0 of 1 the same" in text
+    assert "| - | 64 | mt | 0.5100 | 0.0523 |  |  |  |" in text  # each layout's mean
+    assert "| - | 64 | mt - st |  |  | +0.4600 >0 | +0.0023 ~0 | moved |" in text
+    assert "| - | none | 64 | moved |" in text  # old: no transition; new: at 64
+
+
+def test_picks_against_results_with_another_pick_are_named(tmp_path):
+    folder = fake_lr_sweep(tmp_path / "sweep")
+    report(folder)
+    old = tmp_path / "old.csv"
+    shutil.copy(folder / "results.csv", old)
+
+    def st_better_at_001(row):  # old: st's selection seeds best at lr 0.01
+        if row["model.layout"] == "st" and row["model.optimizer.init_args.lr"] == "0.01":
+            row["val_loss_best"] = "0.001"
+
+    _rewrite_csv(old, st_better_at_001)
+    report(folder, against=old)
+    text = (folder / "against.md").read_text()
+    assert "| st 8 | lr=0.01 | lr=0.1 | moved |" in text
+    assert "| mt 8 | lr=0.1 | lr=0.1 |  |" in text
+    assert "picks: 1 of 2 the same" in text
+
+
+def test_against_a_file_that_is_not_results_is_refused_before_anything_is_written(tmp_path):
+    folder = fake_sweep(tmp_path / "sweep", stacked=True)
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match=r"notes.csv is not an mtfilter results.csv"):
+        report(folder, against=tmp_path / "notes.csv")
+    with pytest.raises(ConfigError, match=r"cannot read .*missing.csv"):
+        report(folder, against=tmp_path / "missing.csv")
+    assert not (folder / "results.md").exists() and not (folder / "against.md").exists()
