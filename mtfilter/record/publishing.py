@@ -23,14 +23,20 @@ from mtfilter.record.epoch_log import EpochLog
 
 class EpochPublisher:
     """Writes the epoch log's new rows and the conflict figures to every logger (TensorBoard:
-    one event per epoch and replica; others: `log_metrics`), at most every `interval_s` seconds
+    one event per written epoch and replica; others: `log_metrics`), at most every `interval_s` seconds
     during training: each publish pulls the log to the host, one sync.
 
     With stacked replicas TensorBoard gets one run per replica, named by it (`seed_<s>/`, or
     `seed_<s>-lr_<rate>/` with stacked learning rates), with the same tags.
+
+    The loggers get every `every_epochs`-th epoch and the last one (`final`), or none with 0
+    (Lightning's `log_every_n_steps` semantics); every epoch is still recorded, checked for
+    NaN/inf and in the summaries. Writing an event is most of what
+    logging costs (docs/benchmarks.md), so a long run's curves need not hold every epoch.
     """
 
     interval_s = 2.0
+    every_epochs = 1
 
     def __init__(
         self, epoch_log: EpochLog, conflicts: ConflictRecord, replicas: list[Replica]
@@ -44,6 +50,7 @@ class EpochPublisher:
         self._last = time.monotonic()
         self._non_finite: str | None = None  # the first NaN/inf seen, until raised
         self._replica_writers: list[SummaryWriter] = []
+        self._held: tuple[np.ndarray, np.ndarray] | None = None  # the last epoch not written
 
     def last_epoch_metrics(self) -> dict[str, float]:
         """The last epoch's figures (not per bit), named as `validate` names them (`seed_3/`
@@ -57,11 +64,13 @@ class EpochPublisher:
     def due(self) -> bool:
         return time.monotonic() - self._last > self.interval_s
 
-    def publish(self, loggers: list[Logger], writes: bool, check_finite: bool = True) -> None:
-        """Pull recorded epochs to the host, write them (`writes`: this is rank 0), and stop on
-        NaN/inf. With `check_finite=False` a non-finite value is only noted, and raised at the
-        next checked call: under DDP every rank checks at the same epochs, so all stop together.
-        """
+    def publish(
+        self, loggers: list[Logger], writes: bool, check_finite: bool = True, final: bool = False
+    ) -> None:
+        """Pull recorded epochs to the host, write those due (`writes`: this is rank 0; `final`:
+        the last epoch too), and stop on NaN/inf. With `check_finite=False` a non-finite value
+        is only noted, and raised at the next checked call: under DDP every rank checks at the
+        same epochs, so all stop together."""
         self._last = time.monotonic()
         self.epoch_log.pull()
         epochs, values = self.epoch_log.take_unpublished()  # (E,), (E, R, K)
@@ -71,7 +80,7 @@ class EpochPublisher:
             self.purge_from = None
         if len(epochs) > 0:
             if writes:
-                self._write_rows(loggers, self.epoch_log.keys, epochs, values)
+                self._write_rows(loggers, self.epoch_log.keys, *self._due(epochs, values, final))
             fresh = epochs > self.epoch_log.restored_through  # a restored history may lack a figure
             self._note_non_finite(epochs[fresh], values[fresh])
         conflict_epochs, conflicts = self.conflicts.take()  # (E, R, K)
@@ -79,8 +88,25 @@ class EpochPublisher:
             self._write_rows(loggers, self.conflict_keys, np.array(conflict_epochs),
                              conflicts.numpy())  # fmt: skip
             self._write_cosine_images(loggers, conflict_epochs[-1])
+        elif final and writes and self._held is not None and self.every_epochs > 0:
+            self._write_rows(loggers, self.epoch_log.keys, *self._held)
+        if final:
+            self._held = None
         if check_finite and self._non_finite is not None:
             raise NonFiniteLossError(self._non_finite)
+
+    def _due(
+        self, epochs: np.ndarray, values: np.ndarray, final: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows the loggers get: every `every_epochs`-th epoch, and the last with `final`;
+        the last one left out is held for a final call that brings no new epoch."""
+        if self.every_epochs == 0:
+            return epochs[:0], values[:0]
+        due = epochs % self.every_epochs == 0
+        if final:
+            due[-1] = True
+        self._held = None if due[-1] else (epochs[-1:], values[-1:])
+        return epochs[due], values[due]
 
     def _note_non_finite(self, epochs: np.ndarray, values: np.ndarray) -> None:
         bad = ~np.isfinite(values)
@@ -114,6 +140,8 @@ class EpochPublisher:
     def _write_rows(
         self, loggers: list[Logger], keys: list[str], epochs: np.ndarray, values: np.ndarray
     ) -> None:
+        if len(epochs) == 0:
+            return
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
                 for writer, replica_values in zip(

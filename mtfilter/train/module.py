@@ -203,6 +203,8 @@ class BitMappingModule(L.LightningModule):
         # validation loop would add ~0.3 ms of bookkeeping an epoch (back for `validate` after).
         self._limit_val_batches, self.trainer.limit_val_batches = self.trainer.limit_val_batches, 0
         disable_ddp_gradient_hooks(self.trainer)
+        # A training step here is an epoch: Lightning's logging interval counts epochs.
+        self.publisher.every_epochs = self.trainer.log_every_n_steps
         tensorboard.use_fast_record_checksum()
         self.objective.setup(str(self.trainer.precision), self.device)
         self.live.rows_to(self.device)
@@ -312,7 +314,7 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_train_end(self) -> None:
-        self.publish_epoch_log()
+        self.publisher.publish(self.loggers, self.trainer.is_global_zero, final=True)
         self.publisher.flush()
         # as `validate` would leave them: training never calls `self.log`, which would cost a
         # host sync every epoch
