@@ -23,8 +23,8 @@ from mtfilter.record.epoch_log import EpochLog
 
 class EpochPublisher:
     """Writes the epoch log's new rows and the conflict figures to every logger (TensorBoard:
-    one event per written epoch and replica; others: `log_metrics`), at most every `interval_s` seconds
-    during training: each publish pulls the log to the host, one sync.
+    one event per written epoch and replica; others: `log_metrics`), at most every
+    `interval_s` seconds during training: each publish pulls the log to the host, one sync.
 
     With stacked replicas TensorBoard gets one run per replica, named by it (`seed_<s>/`, or
     `seed_<s>-lr_<rate>/` with stacked learning rates), with the same tags.
