@@ -23,6 +23,20 @@ def test_every_shipped_config_parses(config, run_dir, capsys):
     assert not (run_dir / "lightning_logs").exists()
 
 
+SWEEPS = sorted((CONFIGS / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_shipped_sweep_passes_its_preflight(config, run_dir, capsys):
+    """Each study's every run resolved and its model built (on the meta device), nothing run."""
+    from mtfilter.cli.sweep_report import sweep_or_report
+
+    assert sweep_or_report(["sweep", "--config", str(config), "--dry_run", "true"]) == 0
+    assert "mtfilter fit --config" in capsys.readouterr().out
+    assert not (run_dir / "lightning_logs").exists()
+
+
 @pytest.mark.parametrize("folder", ["", "original/"], ids=["converged", "original"])
 def test_mt_and_st_configs_differ_only_in_layout(folder):
     def settings(path):
