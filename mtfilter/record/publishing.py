@@ -83,13 +83,13 @@ class EpochPublisher:
                 self._write_rows(loggers, self.epoch_log.keys, *self._due(epochs, values, final))
             fresh = epochs > self.epoch_log.restored_through  # a restored history may lack a figure
             self._note_non_finite(epochs[fresh], values[fresh])
+        elif final and writes and self._held is not None:  # the last epoch, left out before
+            self._write_rows(loggers, self.epoch_log.keys, *self._held)
         conflict_epochs, conflicts = self.conflicts.take()  # (E, R, K)
         if conflicts is not None and writes:
             self._write_rows(loggers, self.conflict_keys, np.array(conflict_epochs),
                              conflicts.numpy())  # fmt: skip
             self._write_cosine_images(loggers, conflict_epochs[-1])
-        elif final and writes and self._held is not None and self.every_epochs > 0:
-            self._write_rows(loggers, self.epoch_log.keys, *self._held)
         if final:
             self._held = None
         if check_finite and self._non_finite is not None:
