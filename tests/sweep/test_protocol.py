@@ -1,7 +1,10 @@
 """Select, then confirm: candidates per point, extension past edge picks, held-out seeds, and a
 second run that re-runs nothing."""
 
+import csv
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from mtfilter.cli.sweep_report import sweep_or_report as sweep_main
 from mtfilter.report._select import Choice
 from mtfilter.sweep import plan
 from mtfilter.sweep._protocol import Protocol, Selection
-from tests.helpers import TINY
+from tests.helpers import REPO, TINY
 
 LR = "model.optimizer.init_args.lr"
 GRID = {"model.hidden_dim": [4], "model.layout": ["mt"]}
@@ -148,3 +151,54 @@ def test_one_command_selects_extends_confirms_and_reports_and_a_second_re_runs_n
     again = {n: json.loads((folder / n / "run.json").read_text())["attempts"] for n in names}
     assert again == attempts  # nothing re-ran
     assert "0 to run" in capsys.readouterr().out
+
+
+def _kept_by_git(folder: Path) -> list[Path]:
+    """The files under `folder` that the repository's .gitignore lets a commit hold, were the
+    folder a study under lightning_logs/sweeps/."""
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    as_committed = "\n".join(f"lightning_logs/sweeps/study/{p.as_posix()}" for p in files)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input=as_committed,
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    return [p for p in files if f"lightning_logs/sweeps/study/{p.as_posix()}" not in ignored]
+
+
+@pytest.mark.slow
+def test_a_study_committed_part_way_goes_on_in_another_clone_and_re_runs_only_the_unfinished(
+    run_dir, capsys
+):
+    """What git keeps of a sweep folder (.gitignore: definitions, configs, states, summaries; no
+    checkpoints, events or logs) is enough to go on: finished runs stay finished, a run that was
+    still going restarts from its first epoch, and the report is the same."""
+    config = _protocol_sweep(run_dir)
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    folder = run_dir / "sweep"
+    kept = _kept_by_git(folder)
+    assert {p.name for p in kept} == {"sweep.json", "fit.yaml", "run.json", "summary.json"}
+    assert not any(p.suffix == ".ckpt" or "tfevents" in p.name for p in kept)
+    clone = run_dir / "clone"
+    for path in kept:
+        (clone / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / path, clone / path)
+    # one run as it was committed while it trained: no summary yet, its state `running`
+    unfinished = clone / "confirmation" / "layout=mt-lr=0.003"
+    (unfinished / "summary.json").unlink()
+    state = json.loads((unfinished / "run.json").read_text())
+    (unfinished / "run.json").write_text(json.dumps({**state, "status": "running"}))
+    moved = yaml.safe_load(config.read_text()) | {"folder": str(clone)}
+    config.write_text(yaml.safe_dump(moved))
+    capsys.readouterr()
+    assert sweep_main(["sweep", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs (6 replicas), 2 already finished, 0 to run" in out  # the selection's
+    ran = [line.split("] ", 1)[1] for line in out.splitlines() if " done, " in line]
+    assert [line.split(" (")[0] for line in ran] == ["completed confirmation/layout=mt-lr=0.003"]
+    again = json.loads((unfinished / "run.json").read_text())
+    assert again["status"] == "completed" and again["attempts"] == state["attempts"] + 1
+    old, new = (
+        [{k: v for k, v in row.items() if k not in ("wall_time_s", "log_dir")} for row in csv.DictReader(f.open())]
+        for f in (folder / "results.csv", clone / "results.csv")
+    )
+    assert new == old  # the restarted run trained as before, in this process's arithmetic
