@@ -74,6 +74,16 @@ def restore_training_state(module: "BitMappingModule", checkpoint: dict[str, Any
     module.learning_rates.load_state_dict(saved.get("lr_scale"))  # drops on a plateau
 
 
+def restore_gradients(module: "BitMappingModule") -> None:
+    """The faithful mode's accumulated gradients back on the parameters, once training starts
+    (a Trainer zeroes gradients after restoring a checkpoint, so they wait until then)."""
+    for name, gradient in (module.restored_gradients or {}).items():
+        parameter = module.get_parameter(name)
+        # contiguous: a checkpoint keeps a view's strides, which fused Adam misreads
+        parameter.grad = gradient.to(parameter.device).contiguous()
+    module.restored_gradients = None
+
+
 def log_dir(module: "BitMappingModule") -> str | None:
     folder = module.trainer.log_dir  # a collective under DDP: every rank asks
     return None if folder is None else os.path.abspath(folder)

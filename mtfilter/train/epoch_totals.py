@@ -1,7 +1,12 @@
 """The running totals of the current training epoch: the per-bit loss summed over its samples and
 each step's batch loss, kept on the device."""
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
+
+from mtfilter.record.metrics import EpochFigures, Evaluation
 
 
 class EpochTotals:
@@ -30,3 +35,13 @@ class EpochTotals:
     def mean(self) -> Tensor:
         assert self.loss_sum is not None, "no training step in this epoch"
         return self.loss_sum / self.samples
+
+    def figures(self, evaluation: Evaluation, reduce: Callable[[Tensor], Tensor]) -> EpochFigures:
+        """The epoch's figures' inputs, averaged over processes by `reduce` (DDP): every rank
+        holds an equal share of the epoch, so the mean of the means is exact, and a step's
+        batch is the global batch."""
+        return EpochFigures(
+            train_loss=reduce(self.mean()),  # (R, T)
+            batch_losses=reduce(torch.stack(self.batch_losses)),  # (S, R)
+            evaluation=evaluation,
+        )

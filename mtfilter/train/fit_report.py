@@ -1,11 +1,16 @@
-"""The lines a fit prints: the model it starts (`describe_model`), and those it ends with (its
-status, best figures, floor, and where each output is)."""
+"""What a fit says about itself: the model it starts (`describe_model`), what the run is for its
+summary (`describe_run`), and the lines it ends with (its status, best figures, floor, and where
+each output is)."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtfilter.folders import SUMMARY_FILE, read_json
 from mtfilter.nn.replicas import Replica
+from mtfilter.train import objective
+
+if TYPE_CHECKING:
+    from mtfilter.train.module import BitMappingModule
 
 
 def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> str:
@@ -90,3 +95,22 @@ def describe_model(
         f"{counts['task_specific']:,} task-specific"
         + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")
     )
+
+
+def describe_run(
+    module: "BitMappingModule", replica: int, best_epoch: int | None = None
+) -> dict[str, Any]:
+    """What a run is, for its summary: sizes, multitask method (its conflict figures at
+    `best_epoch` too), floor, hyperparameters."""
+    scalarizers = module.scalarizers
+    hparams = {k: v for k, v in module.hparams.items() if k != "seeds" and not k.startswith("_")}
+    return {
+        "parameters": module.parameter_counts(),
+        "multitask": module.objective.summary(replica, best_epoch),
+        "floor": None if module.floor is None else module.floor.as_dict(),
+        "hparams": {
+            **hparams,
+            "aggregator": objective.describe(module.train_config.aggregator),
+            "scalarizer": objective.describe(scalarizers[0] if scalarizers else None),
+        },
+    }

@@ -3,12 +3,12 @@ per minibatch, then the whole dataset evaluated); what each piece does lives bes
 model in `mtfilter.nn.model`, the training settings in `config.py`, a step's gradients (sum,
 Cost-Out, TorchJD) in `objective.py`, each replica's learning rate in `replica_rates.py`, the
 replicas still training in `live_replicas.py`, the figures in `mtfilter.record.metrics` and
-their publishing in `mtfilter.record.publishing`, checkpoints in `checkpoint_state.py`."""
+their publishing in `mtfilter.record.publishing`, checkpoints in `checkpoint_state.py`,
+`validate`, `test` and `predict` in `evaluation_loops.py`."""
 
 from dataclasses import asdict
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -27,19 +27,20 @@ from mtfilter.record import metrics, tensorboard
 from mtfilter.record.conflicts import conflict_keys
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
-from mtfilter.record.metrics import EpochFigures
 from mtfilter.record.publishing import EpochPublisher
 from mtfilter.train import objective
 from mtfilter.train.checkpoint_state import (
     check_and_upgrade,
+    restore_gradients,
     restore_training_state,
     save_training_state,
 )
 from mtfilter.train.config import TrainingConfig, check_optimizer, check_targets
-from mtfilter.train.data import Batch, Epoch
+from mtfilter.train.data import Epoch
 from mtfilter.train.distributed import average_gradients, disable_ddp_gradient_hooks
 from mtfilter.train.epoch_totals import EpochTotals
-from mtfilter.train.fit_report import describe_model
+from mtfilter.train.evaluation_loops import EvaluationLoops
+from mtfilter.train.fit_report import describe_model, describe_run
 from mtfilter.train.live_replicas import LiveReplicas
 from mtfilter.train.objective import Objective
 from mtfilter.train.replica_rates import ReplicaLearningRates
@@ -48,7 +49,7 @@ from mtfilter.train.replica_rates import ReplicaLearningRates
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 3e-4}}
 
 
-class BitMappingModule(L.LightningModule):
+class BitMappingModule(EvaluationLoops):
     """Trains `BitMLP` on the bit-mapping task and records every figure of every epoch.
 
     The training objective is the sum over bits of each bit's batch-mean loss (and over stacked
@@ -217,12 +218,7 @@ class BitMappingModule(L.LightningModule):
 
     @override
     def on_train_start(self) -> None:
-        # After the Trainer's own zero_grad, which follows restoring the checkpoint.
-        for name, gradient in (self.restored_gradients or {}).items():
-            parameter = self.get_parameter(name)
-            # contiguous: a checkpoint keeps a view's strides, which fused Adam misreads
-            parameter.grad = gradient.to(parameter.device).contiguous()
-        self.restored_gradients = None
+        restore_gradients(self)  # after the Trainer's own zero_grad, which follows the restore
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -263,13 +259,7 @@ class BitMappingModule(L.LightningModule):
         net.eval()
         evaluation = evaluate(net, indices, targets, self.train_config.loss)
         net.train(was_training)
-        inputs = EpochFigures(
-            # every rank holds an equal share of the epoch: the mean of the means is exact
-            train_loss=reduce(self._epoch.mean()),  # (R, T)
-            # a step's batch is the global batch under DDP
-            batch_losses=reduce(torch.stack(self._epoch.batch_losses)),  # (S, R)
-            evaluation=evaluation,
-        )
+        inputs = self._epoch.figures(evaluation, reduce)
         # the stopped replicas' figures as they ended
         self._last_row = self.live.expand(metrics.epoch_row(inputs), self._last_row)
         self.epoch_log.record(self.current_epoch + 1, self._last_row)
@@ -333,42 +323,8 @@ class BitMappingModule(L.LightningModule):
         self.publisher.publish(self.loggers, self.trainer.is_global_zero, check_finite)
 
     def run_description(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
-        """What the run is, for its summary: sizes, multitask method (its conflict figures at
-        `best_epoch` too), hyperparameters."""
-        first = self.scalarizers[0] if self.scalarizers else None
-        return {
-            "parameters": self.parameter_counts(),
-            "multitask": self.objective.summary(replica, best_epoch),
-            "floor": None if self.floor is None else self.floor.as_dict(),
-            "hparams": {
-                **{k: v for k, v in self.hparams.items() if k != "seeds" and not k.startswith("_")},
-                "aggregator": objective.describe(self.train_config.aggregator),
-                "scalarizer": objective.describe(first),
-            },
-        }
-
-    # -- evaluation loops (validate / test / predict) ----------------------------------------
-
-    @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._log_evaluation("val", batch)
-
-    @override
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._log_evaluation("test", batch)
-
-    def _log_evaluation(self, stage: str, batch: Batch) -> None:
-        evaluation = evaluate(self.net, *batch, self.train_config.loss)
-        for index, replica in enumerate(self.replicas):  # one batch per loop: syncs cost nothing
-            prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
-            figures = metrics.evaluation_metrics(stage, evaluation, index)
-            self.log_dict({prefix + key: value for key, value in figures.items()})
-
-    @override
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        indices, targets = batch
-        probabilities = torch.sigmoid(self.net(indices))  # (R, N, T)
-        return {"indices": indices[0], "probabilities": probabilities, "targets": targets[0]}
+        """What the run is, for its summary (see `describe_run`)."""
+        return describe_run(self, replica, best_epoch)
 
     # -- checkpoints -------------------------------------------------------------------------
 
