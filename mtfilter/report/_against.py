@@ -1,7 +1,9 @@
 """A sweep's answer against another results.csv of the same study (a committed one, say), point
 by point: the picks, each layout's figure, mt - st and what its interval says, the transition
 width, the contrast of a key (the loss) and the methods; what moved is named. This is how a
-change that should not move the answer (a faster step, a stopping rule) is checked."""
+change that should not move the answer (a faster step, a stopping rule) is checked. Below the
+answer, run by run: each run both files have (the same point, phase, seed and rate) and how its
+best figure moved, which holds for a study regenerated only part of the way."""
 
 import csv
 import json
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfilter.errors import ConfigError
-from mtfilter.folders import replacing, short_value
+from mtfilter.folders import LEARNING_RATE_KEY, SEED_KEY, replacing, short_value
 from mtfilter.report._stats import Estimate, Report, WidthComparison, section_keys, transition
 
 
@@ -100,6 +102,11 @@ def write_against(path: Path, old: Report, new: Report, old_source: Path) -> tup
         ["method", new.width_name, "old", "new", "vs st old", "vs st new", ""],
         _methods(old, new, tally),
     )
+    lines += _section(
+        f"Runs in both, by how far their best {new.compared.label} moved (the {MOST_MOVED} most)",
+        ["run", "seed", "lr", "old", "new", "epochs old", "epochs new"],
+        _runs(old, new, tally),
+    )
     summary = "; ".join(f"{kind}: {same} of {n} the same" for kind, (same, n) in counts.items())
     lines[4:4] = [f"**{summary or 'no point in both'}**", ""]
     with replacing(path) as temporary:
@@ -108,6 +115,7 @@ def write_against(path: Path, old: Report, new: Report, old_source: Path) -> tup
 
 
 Tally = Callable[[str, bool | None], str]
+MOST_MOVED = 12  # rows of the runs table; the tally counts every run
 
 
 def _same_reading(then: str, now: str) -> bool | None:
@@ -266,3 +274,46 @@ def _figure(estimate: Estimate) -> str:
 
 def _width(width: Any) -> str:
     return "none" if width is None else str(width)
+
+
+def _runs(old: Report, new: Report, tally: Tally) -> Iterable[list[str]]:
+    """The runs both reports have (the same phase, point, seed and rate), each tallied on
+    whether its best figure is the same to 1e-9 (errors are counts over the dataset: a move is
+    at least one bit); those that moved most shown first."""
+    keys = [*new.keys, *(new.select_key or []), SEED_KEY, LEARNING_RATE_KEY]
+    before = {_run_key(row, keys): row for row in old.every_row if old.compared.measured(row)}
+    moved = []
+    for row in new.every_row:
+        was = before.get(_run_key(row, keys))
+        if was is None or not new.compared.measured(row):
+            continue
+        then, now = old.compared.best(was), new.compared.best(row)
+        tally("runs", abs(now - then) <= 1e-9)
+        moved.append((abs(now - then), was, row))
+    moved.sort(key=lambda entry: -entry[0])
+    for distance, was, row in moved[:MOST_MOVED]:
+        if distance <= 1e-9:
+            break
+        yield [
+            str(row["run"]), str(row.get(SEED_KEY)), _optional(row.get(LEARNING_RATE_KEY)),
+            f"{old.compared.best(was):.4f}", f"{new.compared.best(row):.4f}",
+            str(was.get("epochs")), str(row.get("epochs")),
+        ]  # fmt: skip
+
+
+def _run_key(row: dict[str, Any], keys: list[str]) -> tuple:
+    """A run's identity across two results files: its phase (`selection`, `confirmation`)
+    and its settings, JSON text and mappings alike."""
+    run = str(row.get("run", ""))
+    phase = run.split("/", 1)[0] if "/" in run else ""
+    values = []
+    for key in dict.fromkeys(keys):
+        value = row.get(key)
+        if isinstance(value, str) and value[:1] in "[{":
+            value = json.loads(value)
+        values.append((key, None if value is None else short_value(value)))
+    return (phase, *values)
+
+
+def _optional(value: Any) -> str:
+    return "-" if value is None else short_value(value)

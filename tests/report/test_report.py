@@ -589,7 +589,11 @@ def test_a_sweep_against_its_own_results_moves_nothing(tmp_path):
     shutil.copy(folder / "results.csv", tmp_path / "old.csv")
     report(folder, against=tmp_path / "old.csv")
     text = (folder / "against.md").read_text()
-    assert "**mt - st readings: 2 of 2 the same; transitions: 1 of 1 the same**" in text
+    assert (
+        "**mt - st readings: 2 of 2 the same; transitions: 1 of 1 the same; "
+        "runs: 12 of 12 the same**"
+    ) in text
+    assert "## Runs in both" not in text  # only runs that moved are listed
     assert "moved" not in text.split("**")[-1]  # the legend names the word; no row has it
 
 
@@ -610,6 +614,12 @@ def test_a_gap_that_changed_side_and_the_transition_it_moved_are_named(tmp_path)
     assert "| - | 64 | mt | 0.5100 | 0.0523 |  |  |  |" in text  # each layout's mean
     assert "| - | 64 | mt - st |  |  | +0.4600 >0 | +0.0023 ~0 | moved |" in text
     assert "| - | none | 64 | moved |" in text  # old: no transition; new: at 64
+    assert "runs: 9 of 12 the same" in text  # mt 64's three seeds, run by run, largest first
+    runs = text.split("## Runs in both", 1)[1].splitlines()[4:]
+    assert [row.split(" | ")[1:5] for row in runs if row] == [
+        ["2", "-", "0.5200", "0.0520"], ["1", "-", "0.5100", "0.0500"],
+        ["0", "-", "0.5000", "0.0550"],
+    ]  # fmt: skip
 
 
 def test_picks_against_results_with_another_pick_are_named(tmp_path):
