@@ -255,8 +255,7 @@ def _name(pairs: Iterable[tuple[str, Any]]) -> str:
     key) shown short."""
     parts = []
     for key, value in pairs:
-        if isinstance(value, str) and value[:1] in "[{":
-            value = json.loads(value)
+        value = _parsed(value)
         if value is not None:
             parts.append(f"{key.rsplit('.', 1)[-1]}={short_value(value)}")
     return ", ".join(sorted(parts)) or "-"
@@ -306,13 +305,14 @@ def _run_key(row: dict[str, Any], keys: list[str]) -> tuple:
     and its settings, JSON text and mappings alike."""
     run = str(row.get("run", ""))
     phase = run.split("/", 1)[0] if "/" in run else ""
-    values = []
-    for key in dict.fromkeys(keys):
-        value = row.get(key)
-        if isinstance(value, str) and value[:1] in "[{":
-            value = json.loads(value)
-        values.append((key, None if value is None else short_value(value)))
-    return (phase, *values)
+    values = [(key, _parsed(row.get(key))) for key in dict.fromkeys(keys)]
+    return (phase, *((key, None if v is None else short_value(v)) for key, v in values))
+
+
+def _parsed(value: Any) -> Any:
+    """A setting as results.csv's JSON text holds it (`{"class_path": ...}`), as a mapping or
+    list again; any other value as it is."""
+    return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
 
 
 def _optional(value: Any) -> str:
