@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any
 
-from mtfilter import parse_errors
+from mtfilter import allocator, parse_errors
 from mtfilter.cli import short_help
 from mtfilter.errors import ConfigError, MtfilterError, RunAborted, RunStopped
 from mtfilter.stop_signals import stopped_exit_status
@@ -65,6 +65,7 @@ def main(args: list[str] | None = None) -> None:
     # ran 1.4x slower than with one thread (docs/benchmarks.md, "CPU threads"). Read when torch
     # loads, which is later; a value the user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    allocator.keep_freed_memory()  # no page faults from each step's new tensors
     try:
         status = run(args)
         _close_process_group()
