@@ -67,6 +67,22 @@ def test_torch_foreach_internals():
     assert nn.Linear(1, 1)._forward_hooks == {} and nn.Linear(1, 1)._forward_pre_hooks == {}
 
 
+def test_torch_batch_norm_backward_kernel_is_autograds():
+    """`ExplicitGradients` calls BatchNorm's backward kernel with the batch statistics."""
+    x = torch.randn(1, 3, 8, requires_grad=True)
+    norm = nn.BatchNorm1d(3)
+    grad = torch.randn(1, 3, 8)
+    norm(x).backward(grad)
+    mean = x.detach().mean((0, 2))
+    inv_std = (x.detach().var((0, 2), correction=0) + norm.eps).rsqrt()
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+        grad, x.detach(), norm.weight, None, None, mean, inv_std, True, norm.eps, [True] * 3
+    )
+    torch.testing.assert_close(dx, x.grad)
+    torch.testing.assert_close(dw, norm.weight.grad)
+    torch.testing.assert_close(db, norm.bias.grad)
+
+
 def test_ddp_skips_its_all_reduce_when_require_backward_grad_sync_is_false(tmp_path):
     """The module sets it once for good (a permanent `no_sync`) and all-reduces by itself."""
     store = f"file://{tmp_path / 'store'}"

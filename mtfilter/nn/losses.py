@@ -30,3 +30,22 @@ def per_bit_loss(logits: Tensor, targets: Tensor, loss: LossName) -> Tensor:
     else:
         per_sample = (torch.sigmoid(logits) - targets).square()
     return per_sample.mean(dim=batch_axis)
+
+
+def per_bit_loss_and_gradient(
+    logits: Tensor, targets: Tensor, loss: LossName
+) -> tuple[Tensor, Tensor]:
+    """The batch-mean loss of each bit and its gradient with respect to every logit, written out
+    (`mtfilter.nn.explicit_gradients`): logits and targets (..., T, B), batch innermost ->
+    (..., T) losses, as `per_bit_loss` gives them, and (..., T, B) d loss / d logit."""
+    batch = logits.shape[-1]
+    if loss == "bce":
+        per_sample = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        gradient = torch.sigmoid(logits).sub_(targets)
+    else:
+        outputs = torch.sigmoid(logits)
+        error = outputs - targets
+        per_sample = error.abs() if loss == "l1" else error.square()
+        slope = outputs * (1 - outputs)  # d sigmoid / d logit
+        gradient = (error.sign() if loss == "l1" else 2 * error).mul_(slope)
+    return per_sample.mean(dim=-1), gradient.div_(batch)

@@ -3,7 +3,7 @@ learning rates), one typed, frozen object checked once at construction, as `BitM
 for the network."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torchjd.aggregation import Aggregator
@@ -30,8 +30,13 @@ class TrainingConfig:
     aggregator: Aggregator | None = None
     scalarizer: Scalarizer | None = None
     telemetry_interval: int = 500
+    gradients: Literal["explicit", "autograd"] = "explicit"
 
     def __post_init__(self) -> None:
+        if self.gradients not in ("explicit", "autograd"):
+            raise ConfigError(
+                f"model.gradients must be 'explicit' or 'autograd', got {self.gradients!r}"
+            )
         if self.loss not in ("l1", "bce", "mse"):
             raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {self.loss!r}")
         if not 0 <= self.loss_dropout < 1:

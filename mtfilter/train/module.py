@@ -7,7 +7,7 @@ their publishing in `mtfilter.record.publishing`, checkpoints in `checkpoint_sta
 `validate`, `test` and `predict` in `evaluation_loops.py`."""
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -21,7 +21,7 @@ import mtfilter.train.lightning_notices  # noqa: F401 (silences notices that do 
 from mtfilter.nn import replicas
 from mtfilter.nn.config import BitMLPConfig
 from mtfilter.nn.floor import Floor, model_floor, pattern_counts
-from mtfilter.nn.losses import LossName, Reduction, per_bit_loss
+from mtfilter.nn.losses import LossName, Reduction
 from mtfilter.nn.model import BitMLP
 from mtfilter.record import metrics, tensorboard
 from mtfilter.record.conflicts import conflict_keys
@@ -97,6 +97,12 @@ class BitMappingModule(EvaluationLoops):
             between the tasks' gradients on the shared parameters (`conflict/*`); 0: off; not
             for `st`. A measurement costs about `num_bits` backward passes through the shared
             layers (docs/benchmarks.md).
+        gradients: `explicit`: each step's forward and backward pass written out
+            (`mtfilter.nn.explicit_gradients`), its per-task Jacobian in one batched pass; the
+            same gradients as autograd's to float32 rounding, at a fraction of its overhead on
+            small networks. Where it does not cover the run (dropout, task filters, residual
+            layers, chunked BatchNorm, a scalarizer, accumulated gradients, mixed precision)
+            autograd takes over, and the fit says why. `autograd`: always autograd.
         architecture: The network's settings, the fields of `BitMLPConfig` (`layout`,
             `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI.
     """
@@ -117,6 +123,7 @@ class BitMappingModule(EvaluationLoops):
         aggregator: Aggregator | None = None,
         scalarizer: Scalarizer | None = None,
         telemetry_interval: int = 500,
+        gradients: Literal["explicit", "autograd"] = "explicit",
         **architecture: Any,
     ) -> None:
         super().__init__()
@@ -127,6 +134,7 @@ class BitMappingModule(EvaluationLoops):
             loss_reduction=loss_reduction, accumulate_gradients=accumulate_gradients,
             learning_rates=None if learning_rates is None else tuple(learning_rates),
             aggregator=aggregator, scalarizer=scalarizer, telemetry_interval=telemetry_interval,
+            gradients=gradients,
         )  # fmt: skip
         num_samples = 2**num_bits if num_samples is None else num_samples
         seeds = [torch.initial_seed()] if seeds is None else list(seeds)
@@ -229,16 +237,17 @@ class BitMappingModule(EvaluationLoops):
         """One whole epoch: an optimizer step per minibatch, then the evaluation pass."""
         optimizer = self.optimizers()
         reduce = None if self.trainer.world_size == 1 else self._mean_over_processes
-        rows, net = self.live.step_rows, self.live.net
-        stepped = net if self.live.compacted else self  # the parameters the optimizer steps
+        rows = self.live.step_rows
+        stepped = self.live.net if self.live.compacted else self  # what the optimizer steps
         for indices, targets in epoch:  # (S, B), (S, B, T): one row per seed
             if rows is not None:  # one per live replica: (R, B), (R, B, T)
                 indices, targets = indices[rows], targets[rows]
-            loss_per_bit = per_bit_loss(net(indices), targets, self.train_config.loss)  # (R, T)
             if not self.train_config.accumulate_gradients:
                 optimizer.zero_grad(set_to_none=True)
-            self.objective.backward(loss_per_bit, self.global_step, self.current_epoch + 1,
-                                         self.manual_backward, reduce)  # fmt: skip
+            # forward, per-bit losses (R, T), every gradient in `.grad`
+            loss_per_bit = self.objective.step(indices, targets, self.global_step,
+                                               self.current_epoch + 1, self.manual_backward,
+                                               reduce)  # fmt: skip
             if reduce is not None:
                 average_gradients(list(self.parameters()), reduce)
             self.learning_rates.step(optimizer, stepped)

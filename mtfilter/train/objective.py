@@ -1,7 +1,9 @@
 """How one step's per-bit losses become gradients: the objective (their sum or mean, Cost-Out,
-or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian
-(TorchJD's autojac), each stacked replica on its own; and the conflict telemetry read off that
-same Jacobian (its figures in `mtfilter.record.conflicts`)."""
+or a TorchJD scalarizer), or a TorchJD aggregator on the shared parameters' per-task Jacobian,
+each stacked replica on its own; and the conflict telemetry read off that same Jacobian (its
+figures in `mtfilter.record.conflicts`). The gradients are written out
+(`mtfilter.nn.explicit_gradients`) where that covers the run, by autograd (the Jacobian by
+TorchJD's autojac) where not."""
 
 import contextlib
 import copy
@@ -18,9 +20,11 @@ from torchjd.scalarization import DWA, FAMO, Scalarizer
 
 from mtfilter.errors import ConfigError
 from mtfilter.nn import counter_rng
-from mtfilter.nn.losses import LossName, per_bit_loss
+from mtfilter.nn.explicit_gradients import ExplicitGradients, unsupported
+from mtfilter.nn.losses import LossName, per_bit_loss, per_bit_loss_and_gradient
 from mtfilter.nn.model import BitMLP
 from mtfilter.record.conflicts import ConflictRecord, conflict_figures, conflict_keys
+from mtfilter.train import upgrad
 from mtfilter.train.config import TrainingConfig
 
 
@@ -40,6 +44,7 @@ class Objective:
     ) -> None:  # fmt: skip
         self.net, self.num_replicas = net, len(seeds)
         self.num_bits = net.num_bits
+        self.loss, self.config = config.loss, config
         self.term_scale = 1.0 if config.loss_reduction == "sum" else 1.0 / net.num_bits
         self.loss_dropout = config.loss_dropout
         self.aggregator, self.scalarizers = config.aggregator, scalarizers
@@ -56,10 +61,15 @@ class Objective:
         self.telemetry_every = 0
         self.aggregates = False
         self.updates_after_step = False
+        self.explicit: ExplicitGradients | None = None  # the written-out step, where it covers
+        # what autograd sees of a written-out step: the objective, one node whose backward is
+        # `ExplicitGradients.backward` (Lightning's backward hooks still run around it)
+        self._anchor = torch.zeros((), requires_grad=True)
 
     def setup(self, precision: str, device: torch.device) -> None:
         """Check the methods against the trainer's precision and decide what each step does."""
         self.dropout_keys = self._all_dropout_keys = self.dropout_keys.to(device)
+        self._anchor = self._anchor.detach().to(device).requires_grad_()
         self.shared, self.task_params = self.net.shared_parameters(), self.net.task_parameters()
         # The per-task Jacobian is a vmapped backward, which fails on autocast graphs.
         mixed_precision = precision not in ("32-true", "64-true")
@@ -70,6 +80,7 @@ class Objective:
         self.updates_after_step = self.scalarizers is not None and (
             _needs_update_after_step(self.scalarizers)
         )
+        self.explicit = self._written_out(mixed_precision)
         self.aggregates = False
         if self.aggregator is None:
             return
@@ -88,12 +99,75 @@ class Objective:
         self.aggregates = True
         rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
 
+    def _written_out(self, mixed_precision: bool) -> ExplicitGradients | None:
+        """The written-out step where `model.gradients` asks for it and it covers the run."""
+        if self.config.gradients != "explicit":
+            return None
+        reason = unsupported(self.net) or next(
+            (why for why, applies in [
+                ("a scalarizer", self.scalarizers is not None),
+                ("accumulated gradients", self.config.accumulate_gradients),
+                ("mixed precision", mixed_precision),
+            ] if applies), None,
+        )  # fmt: skip
+        if reason is not None:
+            rank_zero_info(f"gradients by autograd: the written-out step does not cover {reason}")
+            return None
+        return ExplicitGradients(self.net)
+
     def use(self, net: BitMLP, live: list[int]) -> None:
         """Train `net`, the stack of the replicas `live` only (see `LiveReplicas`)."""
         self.net, self.num_replicas = net, len(live)
         self.live = torch.tensor(live, device=self._all_dropout_keys.device)
         self.dropout_keys = self._all_dropout_keys[self.live]
         self.shared, self.task_params = net.shared_parameters(), net.task_parameters()
+        if self.explicit is not None:
+            self.explicit = ExplicitGradients(net)
+
+    def step(
+        self,
+        indices: Tensor,
+        targets: Tensor,
+        step: int,
+        epoch: int,
+        backward: Callable[[Tensor], None],
+        reduce: Callable[[Tensor], Tensor] | None,
+    ) -> Tensor:
+        """One optimizer step's forward and backward pass: (R, B) indices and (R, B, T) targets
+        -> the per-bit losses (R, T), every parameter's gradient in `.grad` (see `backward`)."""
+        if self.explicit is None:
+            loss_per_bit = per_bit_loss(self.net(indices), targets, self.loss)
+            self.backward(loss_per_bit, step, epoch, backward, reduce)
+            return loss_per_bit.detach()
+        explicit = self.explicit
+        logits = explicit.forward(indices)  # (R, T, B)
+        loss_per_bit, logit_grads = per_bit_loss_and_gradient(logits, targets.mT, self.loss)
+        kept = self.kept_terms(step)
+        if kept is not None:
+            logit_grads.mul_(kept[..., None])  # a dropped term sends no gradient
+        if self.term_scale != 1.0:
+            logit_grads.mul_(self.term_scale)
+        due = self.telemetry_every > 0 and step % self.telemetry_every == 0
+        matrices = None
+        # per sample rather than per table entry where only Gramians and norms are read of it
+        # (processes' matrices are averaged entry by entry: DDP takes the table's layout)
+        compact = reduce is None and (not self.aggregates or gramian_path(self.aggregator))
+        if self.aggregates or due:
+            matrices = explicit.task_jacobian(logit_grads, compact=compact)  # (R, T, P)
+            if reduce is not None:
+                matrices = reduce(matrices)
+            if due:
+                self.conflicts.add(epoch, *self._all_replicas(*conflict_figures(matrices)))
+        objective = self.objective(loss_per_bit * self.term_scale, kept)
+        backward(_WrittenOut.apply(self._anchor, objective, lambda: explicit.backward(logit_grads)))
+        if self.aggregates:
+            assert self.aggregator is not None and matrices is not None
+            directions = aggregate(matrices, self.aggregator)  # (R, P)
+            if compact:
+                explicit.set_shared_gradients(directions)
+            else:
+                set_shared_gradients(directions, self.shared)
+        return loss_per_bit
 
     def backward(
         self,
@@ -213,6 +287,22 @@ class Objective:
         }
 
 
+class _WrittenOut(torch.autograd.Function):
+    """The objective's value as autograd sees it, its backward pass the written-out one."""
+
+    @staticmethod
+    def forward(ctx: Any, anchor: Tensor, objective: Tensor, run_backward: Callable[[], None]):
+        ctx.run_backward = run_backward
+        return objective.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None]:
+        # the objective is the loss Lightning backpropagates, so `grad` is 1 (mixed precision's
+        # loss scaling takes the autograd path)
+        ctx.run_backward()
+        return None, None, None
+
+
 def per_replica_jacobian(
     losses: Tensor, shared: list[nn.Parameter], num_replicas: int, sequential: bool | None = None
 ) -> Tensor:
@@ -244,12 +334,22 @@ def aggregate(matrices: Tensor, aggregator: Aggregator) -> Tensor:
     Gramian-based aggregators (UPGrad, MGDA, DualProj, ...) only the (T, T) Gramians go
     through it, computed for all replicas in one batched matmul.
     """
-    hooked = aggregator._forward_hooks or aggregator._forward_pre_hooks
-    if isinstance(aggregator, GramianWeightedAggregator) and not hooked:
+    if gramian_path(aggregator):
+        assert isinstance(aggregator, GramianWeightedAggregator)
         gramians = matrices @ matrices.transpose(1, 2)  # (R, T, T)
-        weights = torch.stack([aggregator.gramian_weighting(g) for g in gramians])  # (R, T)
+        if upgrad.covers(aggregator):  # TorchJD's computation, its overheads taken out
+            weights = upgrad.upgrad_weights(gramians, aggregator)  # (R, T)
+        else:
+            weights = torch.stack([aggregator.gramian_weighting(g) for g in gramians])
         return (weights[:, None, :] @ matrices).squeeze(1)
     return torch.stack([aggregator(matrix) for matrix in matrices])
+
+
+def gramian_path(aggregator: Aggregator | None) -> bool:
+    """Whether `aggregate` reads only the Gramians of the rows (a hooked aggregator takes its
+    own path, hooks included)."""
+    hooked = aggregator is not None and (aggregator._forward_hooks or aggregator._forward_pre_hooks)
+    return isinstance(aggregator, GramianWeightedAggregator) and not hooked
 
 
 def set_shared_gradients(directions: Tensor, shared: list[nn.Parameter]) -> None:
