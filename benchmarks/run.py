@@ -333,6 +333,59 @@ def fused_adam(device: str, repeats: int, settings: list[tuple[str, int, int]], 
     return rows
 
 
+def gradients(device: str, repeats: int, settings: list[tuple[str, int, list[str]]],
+              epochs: int) -> list[Row]:  # fmt: skip
+    """The written-out step (`model.gradients: explicit`, the default) against autograd, whole
+    fits of 8 stacked replicas (4 rates x 2 seeds, a selection's stack), one thread: autograd /
+    written-out, seconds."""
+    rows = []
+    for layout, hidden, extra in settings:
+        args = [*_fit_args(layout, hidden, epochs), "--data.seeds", "[0, 1]", "--model.loss",
+                "bce", "--model.learning_rates", "[0.001, 0.003, 0.01, 0.03]",
+                "--model.optimizer.init_args.fused", "true", *extra]  # fmt: skip
+        ours, theirs = _alternate(
+            lambda args=args: fit_seconds(device, [*args, "--model.gradients", "explicit"],
+                                          threads=1),
+            lambda args=args: fit_seconds(device, [*args, "--model.gradients", "autograd"],
+                                          threads=1),
+            repeats,
+        )  # fmt: skip
+        setting = f"{layout}{' + UPGrad' if extra else ''}, hidden {hidden}, 8 replicas"
+        rows.append(Row("written-out step vs autograd", f"{setting}, {epochs} epochs", ours,
+                        theirs, "s", theirs / ours, "-"))  # fmt: skip
+    return rows
+
+
+def allocator(repeats: int, settings: list[tuple[str, int]], epochs: int) -> list[Row]:
+    """Whole fit processes with the allocator setting of the `mtfilter` command
+    (`mtfilter.allocator`) against the same fit started without it (`cli_main` called
+    directly), 8 stacked seeds, one thread: without / with, seconds."""
+    rows = []
+    for layout, hidden in settings:
+        args = ["--config", CONFIG, *_fit_args(layout, hidden, epochs), "--data.seeds",
+                str(list(range(8))), "--model.loss", "bce", "--trainer.enable_model_summary",
+                "false", "--num_threads", "1"]  # fmt: skip
+        ours, theirs = _alternate(
+            lambda args=args: _command_seconds([sys.executable, "-m", "mtfilter.cli", "fit",
+                                                *args]),
+            lambda args=args: _command_seconds([sys.executable, "-c", _BARE_FIT, *args]),
+            repeats,
+        )  # fmt: skip
+        rows.append(Row("allocator setting", f"{layout}, hidden {hidden}, 8 replicas, {epochs} "
+                        "epochs, processes", ours, theirs, "s", theirs / ours, "-"))  # fmt: skip
+    return rows
+
+
+# `mtfilter fit` without the `mtfilter` command's process settings (its allocator setting)
+_BARE_FIT = "import sys; from mtfilter.cli.main import cli_main; cli_main(['fit', *sys.argv[1:]])"
+
+
+def _command_seconds(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def _process_seconds(device: str, args: list[str], threads: int | None = None) -> float:
     """Wall time of a whole `mtfilter fit` process (imports and start-up included)."""
     accelerator = "gpu" if device == "cuda" else "cpu"
@@ -442,8 +495,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--cases",
-        default="overhead,checkpoint,telemetry,grouped,stacked,rates,fused,aggregation,threads,step,"
-        "answer",
+        default="overhead,checkpoint,telemetry,grouped,stacked,rates,fused,aggregation,gradients,"
+        "allocator,threads,step,answer",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (CI)")
     parser.add_argument("--output", help="also write the table to this file")
@@ -491,6 +544,15 @@ def main() -> None:
             if "aggregation" in cases:
                 widths = [8] if smoke else [8, 64, 1024]
                 rows += aggregation(device, repeats, widths, 2 if smoke else 20)
+            if "gradients" in cases:
+                settings = [("mt", 8, [])] if smoke else [
+                    ("mt", 8, []), ("st", 8, []),
+                    ("mt", 10, ["--model.aggregator.class_path", "torchjd.aggregation.UPGrad"]),
+                ]  # fmt: skip
+                rows += gradients(device, repeats, settings, 3 if smoke else 500)
+            if "allocator" in cases and device == "cpu":
+                settings = [("st", 8)] if smoke else [("st", 8), ("mt", 8), ("mt", 64)]
+                rows += allocator(min(repeats, 3), settings, 3 if smoke else 500)
             if "threads" in cases and device == "cpu":
                 settings = [("mt", 8)] if smoke else [
                     ("mt", 8), ("mt", 64), ("mt", 128), ("mt", 1024), ("st", 8), ("st", 32),

@@ -22,12 +22,16 @@ from benchmarks.stacked_reference import StackedReference
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
-# Before: every replica trained until its loss plateaued, frozen replicas stayed in the stack.
-OLD_WAY = {"convergence.stop_at_floor": False, "convergence.compact_stack": False}
-NEW_WAY: dict[str, bool] = {}  # the sweep's defaults
+# Before: every replica trained until its loss plateaued, frozen replicas stayed in the stack,
+# gradients came from autograd (the allocator setting of the `mtfilter` command is on both ways).
+OLD_WAY = {"convergence.stop_at_floor": False, "convergence.compact_stack": False,
+           "model.gradients": "autograd"}  # fmt: skip
+NEW_WAY: dict[str, bool | str] = {}  # the sweep's defaults
 
 
-def study_config(folder: str, widths: list[int], max_epochs: int, way: dict[str, bool]) -> str:
+def study_config(
+    folder: str, widths: list[int], max_epochs: int, way: dict[str, bool | str]
+) -> str:
     """A sweep config of the scaled-down study: st and mt at `widths`, bce, two rates (the
     limits keep the picks inside them), selection seeds 0-1, held-out seeds 2-3."""
     settings = {

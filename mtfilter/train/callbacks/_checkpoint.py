@@ -165,12 +165,12 @@ class BestEpochCheckpoint(ModelCheckpoint):
             self._best_score.copy_(current)
             self._best_epoch.fill_(epoch)
             return
-        for replica, improved in enumerate(better):
-            if improved:
-                for best, live in zip(self._snapshot, self._live, strict=True):
-                    best[replica].copy_(live[replica])
-                self._best_score[replica] = values[replica]
-                self._best_epoch[replica] = epoch
+        improved = [replica for replica, is_better in enumerate(better) if is_better]
+        targets = [best[r] for r in improved for best in self._snapshot]
+        torch._foreach_copy_(targets, [live[r] for r in improved for live in self._live])
+        rows = torch.tensor(improved, device=current.device)
+        self._best_score.index_copy_(0, rows, current[rows])
+        self._best_epoch.index_fill_(0, rows, epoch)
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
