@@ -30,12 +30,12 @@ class TrainingConfig:
     aggregator: Aggregator | None = None
     scalarizer: Scalarizer | None = None
     telemetry_interval: int = 500
-    gradients: Literal["explicit", "autograd"] = "explicit"
+    gradients: Literal["auto", "explicit", "autograd"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.gradients not in ("explicit", "autograd"):
+        if self.gradients not in ("auto", "explicit", "autograd"):
             raise ConfigError(
-                f"model.gradients must be 'explicit' or 'autograd', got {self.gradients!r}"
+                f"model.gradients must be 'auto', 'explicit' or 'autograd', got {self.gradients!r}"
             )
         if self.loss not in ("l1", "bce", "mse"):
             raise ConfigError(f"model.loss must be 'l1', 'bce' or 'mse', got {self.loss!r}")

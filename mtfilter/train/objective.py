@@ -80,28 +80,34 @@ class Objective:
         self.updates_after_step = self.scalarizers is not None and (
             _needs_update_after_step(self.scalarizers)
         )
+        self.aggregates = self._aggregates(precision, device)
         self.explicit = self._written_out(mixed_precision)
-        self.aggregates = False
+
+    def _aggregates(self, precision: str, device: torch.device) -> bool:
+        """Whether an aggregator updates the shared parameters (said at start-up)."""
         if self.aggregator is None:
-            return
+            return False
         if not self.shared:
             rank_zero_info(
                 f"layout {self.net.layout} shares no parameter between bits: "
                 f"model.aggregator ({self.aggregator}) has nothing to aggregate; plain training"
             )
-            return
-        if mixed_precision:
+            return False
+        if precision not in ("32-true", "64-true"):
             raise ConfigError(
                 f"model.aggregator does not support trainer.precision={precision}: "
                 "the per-task Jacobian cannot be taken through autocast; use 32-true"
             )
         self.aggregator.to(device)
-        self.aggregates = True
         rank_zero_info(f"shared parameters updated by {self.aggregator}, per replica")
+        return True
 
     def _written_out(self, mixed_precision: bool) -> ExplicitGradients | None:
-        """The written-out step where `model.gradients` asks for it and it covers the run."""
-        if self.config.gradients != "explicit":
+        """The written-out step where `model.gradients` asks for it and it covers the run:
+        `auto` where an aggregator needs each step's per-task Jacobian (measured 1.29x faster
+        there; autograd is 7-10% faster for a plain step, docs/benchmarks.md)."""
+        wanted = self.config.gradients
+        if wanted == "autograd" or (wanted == "auto" and not self.aggregates):
             return None
         reason = unsupported(self.net) or next(
             (why for why, applies in [

@@ -1,6 +1,6 @@
-"""A fit with its gradients written out (`model.gradients: explicit`, the default) against the same
-fit through autograd: the same curves, conflict figures and weights over a short horizon, and
-autograd wherever the written-out step does not cover the run."""
+"""A fit with its gradients written out (`model.gradients: explicit`) against the same fit through
+autograd: the same curves, conflict figures and weights over a short horizon; autograd wherever
+the written-out step does not cover the run; and `auto` writing out the steps of aggregators."""
 
 import logging
 
@@ -84,5 +84,13 @@ def test_upgrad_and_the_conflict_figures_equal_autograds(run_dir):
 )
 def test_what_it_does_not_cover_trains_by_autograd_and_says_why(run_dir, caplog, args, reason):
     with caplog.at_level(logging.INFO):
-        tiny_fit("--trainer.max_epochs", "2", *args)
+        tiny_fit("--trainer.max_epochs", "2", "--model.gradients", "explicit", *args)
     assert f"gradients by autograd: the written-out step does not cover {reason}" in caplog.text
+
+
+def test_auto_writes_out_only_the_steps_an_aggregator_takes(run_dir):
+    plain = tiny_fit("--trainer.max_epochs", "1")
+    assert plain.model.objective.explicit is None
+    upgrad = tiny_fit("--trainer.max_epochs", "1", "--model.aggregator.class_path",
+                      "torchjd.aggregation.UPGrad")  # fmt: skip
+    assert upgrad.model.objective.explicit is not None
