@@ -3,11 +3,11 @@ quadprog projector), with its per-replica and per-call overheads taken out.
 
 TorchJD weighs one Gramian at a time and solves each of its T quadratic programs through
 qpsolvers, which checks and converts every problem before calling quadprog: at T = 10 that is
-~20 us a solve against ~13 us for quadprog itself, and ~0.34 ms a replica in all, most of a
-UPGrad step at small widths (docs/benchmarks.md, "UPGrad"). Here the Gramians are normalised
-and regularised in one batched operation and quadprog gets the problems qpsolvers would give
-it. The weights equal `UPGrad().gramian_weighting(G)`'s to float32 rounding
-(tests/train/test_upgrad.py).
+~20 us a solve against ~13 us for quadprog itself, and ~0.34 ms a replica in all, a large part
+of a UPGrad step at small widths (docs/benchmarks.md, "The step written out"). Here the
+Gramians are normalised and regularised in one batched operation and quadprog gets the problems
+qpsolvers would give it. The weights equal `UPGrad().gramian_weighting(G)`'s to float32
+rounding (tests/train/test_upgrad.py).
 """
 
 from typing import TypeGuard
