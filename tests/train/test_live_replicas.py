@@ -74,3 +74,22 @@ def test_without_compaction_stopped_replicas_stay_frozen_in_the_stack(run_dir):
     for name in (r.name for r in whole.model.replicas):  # the same runs, at the cost of three
         kept, dropped = (read_summary(log_dir(fit) / name) for fit in (whole, compacted))
         assert _figures(kept) == _figures(dropped), name
+
+
+def test_a_compacted_upgrad_stack_written_out_trains_as_its_separate_runs(run_dir):
+    """The written-out step (which UPGrad takes by default) rebuilt for the compacted stack."""
+    upgrad = [*FLOOR, "--model.aggregator.class_path", "torchjd.aggregation.UPGrad",
+              "--model.gradients", "explicit", "--trainer.max_epochs", "2000"]  # fmt: skip
+    # at the floor at epochs 50, 50, 90 and 220: the last two train on in smaller stacks
+    stacked = tiny_fit(*upgrad, "--data.seeds", "[0, 1]", "--model.learning_rates", "[0.03, 0.01]")
+    ends = []
+    for replica in stacked.model.replicas:
+        own = ["--seed_everything", str(replica.seed),
+               "--model.optimizer.init_args.lr", str(replica.learning_rate)]  # fmt: skip
+        alone = log_dir(tiny_fit(*upgrad, *own))
+        mine = read_summary(log_dir(stacked) / replica.name)
+        assert _figures(mine) == _figures(read_summary(alone)), replica.name
+        ends.append(mine["epochs"])
+    assert len(set(ends)) > 2 and stacked.model.live.compacted  # the stack did shrink
+    assert stacked.model.objective.explicit is not None
+    assert stacked.model.objective.explicit.net is stacked.model.live.net
