@@ -28,7 +28,6 @@ from mtfilter.record.conflicts import conflict_keys
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
 from mtfilter.record.publishing import EpochPublisher
-from mtfilter.train import objective
 from mtfilter.train.checkpoint_state import (
     check_and_upgrade,
     restore_gradients,
@@ -42,7 +41,7 @@ from mtfilter.train.epoch_totals import EpochTotals
 from mtfilter.train.evaluation_loops import EvaluationLoops
 from mtfilter.train.fit_report import describe_model, describe_run
 from mtfilter.train.live_replicas import LiveReplicas
-from mtfilter.train.objective import Objective
+from mtfilter.train.objective import Objective, replica_scalarizers
 from mtfilter.train.replica_rates import ReplicaLearningRates
 
 # The converged mode's optimiser (configs/mt.yaml); the original's is in configs/original/.
@@ -97,16 +96,14 @@ class BitMappingModule(EvaluationLoops):
             between the tasks' gradients on the shared parameters (`conflict/*`); 0: off; not
             for `st`. A measurement costs about `num_bits` backward passes through the shared
             layers (docs/benchmarks.md).
-        gradients: How a step's gradients are computed. `explicit`: its forward and backward
-            pass written out (`mtfilter.nn.explicit_gradients`), each task's gradient of the
-            shared parameters in one batched pass; the same gradients as autograd's to float32
-            rounding. `autograd`: through autograd, the per-task Jacobian by TorchJD. `auto`:
-            written out where an aggregator needs each step's per-task Jacobian (1.29x faster
-            there on a CPU), autograd elsewhere (7-10% faster than the written-out pass for a
-            plain step). Where the
-            written-out pass does not cover the run (dropout, task filters, residual layers,
-            chunked BatchNorm, a scalarizer, accumulated gradients, mixed precision), autograd,
-            and the fit says why.
+        gradients: `explicit`: the step's forward and backward pass written out
+            (`mtfilter.nn.explicit_gradients`), each task's gradient of the shared parameters
+            in one batched pass, autograd's gradients to float32 rounding. `autograd`: through
+            autograd, the per-task Jacobian by TorchJD. `auto`: written out where an aggregator
+            needs the per-task Jacobian (1.29x faster there on a CPU), else autograd (7-10%
+            faster for a plain step). Where the written-out pass does not cover the run
+            (dropout, task filters, residual layers, chunked BatchNorm, a scalarizer,
+            accumulated gradients, mixed precision), autograd, and the fit says why.
         architecture: The network's settings, the fields of `BitMLPConfig` (`layout`,
             `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI.
     """
@@ -152,11 +149,8 @@ class BitMappingModule(EvaluationLoops):
         check_optimizer(optimizer)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         # A submodule: learned task weights (UW, IMTL-L) train with the model and are saved.
-        self.scalarizers = (
-            None
-            if scalarizer is None
-            else objective.replica_scalarizers(scalarizer, len(self.replicas))
-        )
+        n = len(self.replicas)
+        self.scalarizers = None if scalarizer is None else replica_scalarizers(scalarizer, n)
         config = BitMLPConfig(
             num_bits=num_bits, num_samples=num_samples, num_replicas=len(self.replicas),
             init_seeds=replica_seeds, **architecture,
