@@ -143,6 +143,11 @@ def reconcile(folder: Path) -> RunState:
     return state
 
 
+# Options that choose a computation's path, not its result: `model.gradients` gives autograd's
+# gradients to float32 rounding either way (tests/nn/test_explicit_gradients.py).
+HOW_NOT_WHAT = {"model.gradients"}
+
+
 def _differences(recorded: Path, config: str, explicit: set[str]) -> list[str]:
     """The keys in which the run folder's configuration and `config` differ; none if they hold
     the same settings, in whatever order (a newer mtfilter may write its keys in another order).
@@ -152,13 +157,16 @@ def _differences(recorded: Path, config: str, explicit: set[str]) -> list[str]:
     the keys its base config, grid and settings name). Options are added with the old behaviour
     as their default and a resumed fit reads the run's own configuration, so such a key is no
     difference: a finished sweep stays finished, and an unfinished one resumes, after an upgrade.
+    So is a new default of an option that chooses how a run computes, not what
+    (`HOW_NOT_WHAT`), unless the sweep sets that option.
     """
     try:
         old = _flatten(yaml.safe_load(recorded.read_text()) or {})
     except (OSError, yaml.YAMLError):
         return [f"{recorded.name} (unreadable)"]
     new = _flatten(yaml.safe_load(config) or {})
-    changed = [key for key in old if key not in new or old[key] != new[key]]
+    changed = [key for key in old if key not in new or (
+        old[key] != new[key] and (key not in HOW_NOT_WHAT or _named(key, explicit)))]  # fmt: skip
     added = [key for key in new if key not in old and _named(key, explicit)]
     return sorted(changed + added)
 

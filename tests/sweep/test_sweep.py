@@ -263,6 +263,18 @@ def test_a_folder_holding_another_sweep_is_refused_untouched(tmp_path, monkeypat
     with pytest.raises(ConfigError, match=r"differs in model\.residual\)"):
         sweep_main(["sweep", "--config", str(setting_it)])
     assert (run / "summary.json").stat().st_mtime_ns == summary
+    # made under another default of an option that chooses how, not what, a run computes (the
+    # gradients' path): the same run, unless the sweep sets that option
+    recorded["model"]["gradients"] = "explicit"
+    (run / "fit.yaml").write_text(yaml.safe_dump(recorded))
+    first = write_sweep(tmp_path, {"model.hidden_dim": [4]})
+    assert sweep_main(["sweep", "--config", str(first)]) == 0
+    assert (run / "summary.json").stat().st_mtime_ns == summary
+    sets_it = {"trainer.max_epochs": 5, "model.gradients": "autograd"}
+    setting_it = write_sweep(tmp_path, {"model.hidden_dim": [4]}, settings=sets_it)
+    with pytest.raises(ConfigError, match=r"differs in model\.gradients\)"):
+        sweep_main(["sweep", "--config", str(setting_it)])
+    assert (run / "summary.json").stat().st_mtime_ns == summary
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a sweep folder"):
