@@ -80,10 +80,10 @@ class Objective:
         self.updates_after_step = self.scalarizers is not None and (
             _needs_update_after_step(self.scalarizers)
         )
-        self.aggregates = self._aggregates(precision, device)
+        self.aggregates = self._aggregates(precision, mixed_precision, device)
         self.explicit = self._written_out(mixed_precision)
 
-    def _aggregates(self, precision: str, device: torch.device) -> bool:
+    def _aggregates(self, precision: str, mixed_precision: bool, device: torch.device) -> bool:
         """Whether an aggregator updates the shared parameters (said at start-up)."""
         if self.aggregator is None:
             return False
@@ -93,7 +93,7 @@ class Objective:
                 f"model.aggregator ({self.aggregator}) has nothing to aggregate; plain training"
             )
             return False
-        if precision not in ("32-true", "64-true"):
+        if mixed_precision:
             raise ConfigError(
                 f"model.aggregator does not support trainer.precision={precision}: "
                 "the per-task Jacobian cannot be taken through autocast; use 32-true"
