@@ -512,7 +512,8 @@ def test_a_stopped_runs_record_says_whether_it_resumes_or_starts_anew(
     ended_by_sigint = [
         sys.executable,
         "-c",
-        "import os, signal; os.kill(os.getpid(), signal.SIGINT)",
+        # the sleep lets the handler run: without it the interpreter may exit 0 first
+        "import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(30)",
     ]
     monkeypatch.setattr(_execute, "fit_command", lambda _: ended_by_sigint)
     state = _execute.execute(folder)
