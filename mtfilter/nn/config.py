@@ -7,7 +7,7 @@ from typing import Literal
 from mtfilter.errors import ConfigError
 
 Layout = Literal["mt", "st", "split"]
-Encoding = Literal["embedding", "binary"]
+Encoding = Literal["embedding", "binary", "linear"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,11 +16,11 @@ class BitMLPConfig:
 
     Args:
         num_bits: Output bits, one task each.
-        num_samples: Number of distinct inputs (rows of the embedding table).
+        num_samples: Number of distinct inputs (rows of the embedding table; unused by `linear`).
         layout: `mt`, `st` or `split` (see `BitMLP`).
         num_shared_layers: For `split` only: how many leading hidden layers are shared.
         num_layers: Linear layers, output layer included (at least 1).
-        in_dim: Width of the input encoding.
+        in_dim: Width of the input encoding; with `linear`, the number of input features.
         hidden_dim: Width of every hidden layer (per bit in `st`); None, and only None, with
             `num_layers` 1, which has no hidden layer.
         batch_norm: BatchNorm after each hidden linear layer, as the original.
@@ -32,8 +32,11 @@ class BitMLPConfig:
             steps; eval mode's running mean follows the bias's random walk, and eval figures
             then depend on the CPU's rounding. No effect without `batch_norm`.
         dropout: Dropout probability after each hidden ReLU.
-        encoding: `embedding`, a learned `in_dim`-wide table (the original), or `binary`, the
-            index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`).
+        encoding: `embedding`, a learned `in_dim`-wide table (the original), `binary`, the
+            index's fixed `in_dim`-bit code (needs `2**in_dim >= num_samples`), or `linear`:
+            the inputs are `in_dim` real features (not indices), read by the first layer's
+            linear map (real data: `MultiLabelDataModule`). Nothing is learned
+            before that layer, so st's towers share the input as with `binary`.
         task_filter: `mt` only: per task, a scale and a shift of every hidden unit, applied
             between BatchNorm and ReLU (a `TaskFilter`), so that each bit sees the shared
             weights through its own filter: `2 * hidden_dim * (num_layers - 1)` parameters per
@@ -103,8 +106,10 @@ def _check(config: BitMLPConfig) -> None:
             raise ConfigError(f"model.{name} must be at least 1, got {value}")
     if layout not in ("mt", "st", "split"):
         raise ConfigError(f"model.layout must be 'mt', 'st' or 'split', got {layout!r}")
-    if encoding not in ("embedding", "binary"):
-        raise ConfigError(f"model.encoding must be 'embedding' or 'binary', got {encoding!r}")
+    if encoding not in ("embedding", "binary", "linear"):
+        raise ConfigError(
+            f"model.encoding must be 'embedding', 'binary' or 'linear', got {encoding!r}"
+        )
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     num_hidden = num_layers - 1

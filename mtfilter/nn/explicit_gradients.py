@@ -74,11 +74,11 @@ class ExplicitGradients:
 
     @torch.no_grad()
     def forward(self, indices: Tensor) -> Tensor:
-        """(R, B) sample indices -> (R, T, B) logits, feature-major (`BitMLP.forward` gives
-        the (R, B, T) view of the same numbers)."""
+        """(R, B) sample indices (or (R, B, F) features) -> (R, T, B) logits, feature-major
+        (`BitMLP.forward` gives the (R, B, T) view of the same numbers)."""
         net = self.net
         if indices.shape[0] == 1 and net.num_replicas > 1:
-            indices = indices.expand(net.num_replicas, -1)
+            indices = indices.expand(net.num_replicas, *indices.shape[1:])
         self._indices = indices
         x = net._encode(indices)  # (G0, in_dim, B)
         self._inputs = x

@@ -157,8 +157,8 @@ def model_floor(hparams: Any, pattern_counts: Sequence[int]) -> Floor:
         bool(hparams.get("task_filter")),
     )
     floor = representational_floor(width, hparams["num_bits"], pattern_counts)
-    if hparams["num_layers"] == 1 and hparams.get("encoding") == "binary":
-        # The output layer reads the fixed input codes, which no weights can move: the count of
-        # realisable strings still bounds it, but nothing says that bound is reached.
+    if hparams["num_layers"] == 1 and hparams.get("encoding") in ("binary", "linear"):
+        # The output layer reads fixed inputs (codes or features), which no weights can move:
+        # the count of realisable strings still bounds it, but nothing says that bound is reached.
         floor = replace(floor, bit_error_kind=LOWER_BOUND, exact_match_error_kind=LOWER_BOUND)
     return floor

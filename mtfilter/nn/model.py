@@ -82,7 +82,8 @@ class HiddenLayer(nn.Module):
 
 
 class BitMLP(nn.Module):
-    """`num_layers` linear layers mapping a sample index to one logit per bit.
+    """`num_layers` linear layers mapping a sample index (or, with `linear` encoding, a feature
+    vector) to one logit per bit.
 
     Layer shapes follow the original experiment: `in_dim -> hidden_dim`, `num_layers - 2` times
     `hidden_dim -> hidden_dim`, then the output layer; each hidden layer is followed by optional
@@ -97,8 +98,8 @@ class BitMLP(nn.Module):
         With `shared_embedding`, the towers read one input table (the original code's st),
         which is exactly `split` with `num_shared_layers = 0`.
       - `split`: the input encoding and the first `num_shared_layers` hidden layers shared, the rest
-        per bit. `num_shared_layers = num_layers - 1` is `mt`; with `binary` encoding,
-        `num_shared_layers = 0` is `st`.
+        per bit. `num_shared_layers = num_layers - 1` is `mt`; with `binary` or
+        `linear` encoding, `num_shared_layers = 0` is `st`.
 
     Every layout runs as one batched computation: per-bit weights are stacked on a group axis and
     each layer is one batched matmul for all bits (`GroupedLinear`, activations (G, F, B)). Where
@@ -107,7 +108,8 @@ class BitMLP(nn.Module):
 
     Replicas (`num_replicas`) stack independent copies of the whole model on the same group axis,
     replica-major: every parameter's leading axis is `num_replicas * k`, replica r owning rows
-    `r*k .. (r+1)*k - 1`. Inputs are then (R, B) indices, one row of samples per replica.
+    `r*k .. (r+1)*k - 1`. Inputs are then (R, B) indices (or (R, B, F) features), one row of
+    samples per replica.
 
     Args:
         config: Its settings (`BitMLPConfig`, validated when built); or give them as keywords,
@@ -149,7 +151,7 @@ class BitMLP(nn.Module):
         self.embedding: GroupedEmbedding | None = None
         if encoding == "embedding":
             self.embedding = GroupedEmbedding(input_groups, num_samples, in_dim)
-        else:
+        elif encoding == "binary":
             shifts = torch.arange(in_dim - 1, -1, -1)
             codes = (torch.arange(num_samples)[None] >> shifts[:, None]) & 1  # (in_dim, N)
             self.register_buffer("_codes", codes.float(), persistent=False)
@@ -209,15 +211,19 @@ class BitMLP(nn.Module):
             object.__setattr__(module, "training", mode)
         return self
 
-    def forward(self, indices: Tensor) -> Tensor:
-        """Logits for sample `indices`: (B,) -> (B, T), or (R, B) -> (R, B, T).
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Logits for sample indices, (B,) -> (B, T) or (R, B) -> (R, B, T); with `linear`
+        encoding for features, (B, F) -> (B, T) or (R, B, F) -> (R, B, T).
 
-        A (1, B) row of indices is shared by all replicas (the evaluation pass).
+        A (1, B) row of indices (or (1, B, F) of features) is shared by all replicas (the
+        evaluation pass).
         """
-        squeeze = indices.dim() == 1
+        if self.encoding == "linear":
+            self._check_features(inputs)
+        squeeze = inputs.dim() == (2 if self.encoding == "linear" else 1)
         if squeeze:
-            indices = indices[None]
-        x = self._encode(indices)  # (R, in, B), or (R*T, in, B) for st's own tables
+            inputs = inputs[None]
+        x = self._encode(inputs)  # (R, in, B), or (R*T, in, B) for st's own tables
         for layer in self.hidden:
             x = layer(x)
         if self.task_filter and self.hidden:  # x: (R, F, T * B), each bit's head on its copy
@@ -233,11 +239,30 @@ class BitMLP(nn.Module):
     def hidden_layers(self) -> list[HiddenLayer]:
         return list(self.hidden)  # type: ignore[arg-type]  # ModuleList is typed as Modules
 
-    def _encode(self, indices: Tensor) -> Tensor:
+    def _encode(self, inputs: Tensor) -> Tensor:
+        """(R, B) indices or (R, B, F) features (R may be 1) -> (G, in_dim, B)."""
+        if self.encoding == "linear":
+            return self._features(inputs)
+        indices = inputs
         if self.embedding is not None:
             return self.embedding(indices)
         codes = self.get_buffer("_codes")  # (in_dim, N) bits
         return codes[:, indices].transpose(0, 1).expand(self.num_replicas, -1, -1)
+
+    def _check_features(self, features: Tensor) -> None:
+        in_dim = self.config.in_dim
+        if features.dim() not in (2, 3) or features.shape[-1] != in_dim or not (
+            features.is_floating_point()
+        ):
+            raise ValueError(
+                f"linear encoding takes (R, B, {in_dim}) or (B, {in_dim}) float features, got "
+                f"{features.dtype} of shape {tuple(features.shape)}"
+            )
+
+    def _features(self, features: Tensor) -> Tensor:
+        # (R, F, B): a view without a copy where the batch was gathered feature-major
+        # (`EpochBatches`), as the layers' activations are
+        return features.mT.expand(self.num_replicas, -1, -1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every bit's output depends on (empty for `st`)."""

@@ -14,6 +14,8 @@ from mtfilter.nn.losses import per_bit_loss, per_bit_loss_and_gradient
 from mtfilter.train.objective import per_replica_jacobian
 
 REPLICAS, BITS, SAMPLES, BATCH = 2, 4, 16, 12
+# the `linear` encoding's inputs: 3 real features per sample
+FEATURES = torch.randn(SAMPLES, 3, generator=torch.Generator().manual_seed(5))
 
 # layout settings: name -> BitMLP keywords
 LAYOUTS = {
@@ -34,9 +36,10 @@ NORMS = {  # (batch_norm, bias_before_batch_norm)
 CASES = [
     pytest.param(layout, encoding, norm, loss, id=f"{layout}-{encoding}-{norm}-{loss}")
     for layout, encoding, norm, loss in itertools.product(
-        LAYOUTS, ["embedding", "binary"], NORMS, ["bce", "l1", "mse"]
+        LAYOUTS, ["embedding", "binary", "linear"], NORMS, ["bce", "l1", "mse"]
     )
     if not (layout == "mt-no-hidden" and norm != "batch-norm")  # nothing to normalise
+    if encoding != "linear" or loss == "bce"  # the loss's part is the same for every input
 ]
 
 
@@ -50,15 +53,16 @@ def _net(layout: str, encoding: str, norm: str, seed: int = 0) -> BitMLP:
     )  # fmt: skip
 
 
-def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(R, B) distinct indices per replica, (R, T, B) targets, (R, T) weights of the terms (a
-    Cost-Out draw times a reduction's scale)."""
+def _batch(seed: int = 0, encoding: str = "embedding"):
+    """(R, B) distinct indices per replica (or their (R, B, F) features), (R, T, B) targets,
+    (R, T) weights of the terms (a Cost-Out draw times a reduction's scale)."""
     generator = torch.Generator().manual_seed(seed)
     indices = torch.stack([torch.randperm(SAMPLES, generator=generator)[:BATCH]
                            for _ in range(REPLICAS)])  # fmt: skip
     targets = torch.randint(0, 2, (REPLICAS, BITS, BATCH), generator=generator).float()
     weights = (torch.rand(REPLICAS, BITS, generator=generator) > 0.3).float() * 0.5
-    return indices, targets, weights
+    inputs = FEATURES[indices] if encoding == "linear" else indices
+    return inputs, targets, weights
 
 
 def _autograd_step(net: BitMLP, indices, targets, weights, loss: str) -> torch.Tensor:
@@ -79,7 +83,7 @@ def _explicit_step(net: BitMLP, indices, targets, weights, loss: str):
 def test_gradients_and_statistics_equal_autograds(layout, encoding, norm, loss):
     reference = _net(layout, encoding, norm)
     net = copy.deepcopy(reference)
-    indices, targets, weights = _batch()
+    indices, targets, weights = _batch(encoding=encoding)
     expected = _autograd_step(reference, indices, targets, weights, loss)
     step, losses, gradient = _explicit_step(net, indices, targets, weights, loss)
     step.backward(gradient)
@@ -99,16 +103,16 @@ SHARED_LAYOUTS = ["mt", "st-shared-table", "split-0", "split-1", "mt-4-layers", 
 
 @pytest.mark.parametrize("layout", SHARED_LAYOUTS)
 @pytest.mark.parametrize("norm", ["batch-norm", "batch-norm-and-bias", "no-batch-norm"])
-@pytest.mark.parametrize("encoding", ["embedding", "binary"])
+@pytest.mark.parametrize("encoding", ["embedding", "binary", "linear"])
 def test_per_task_jacobian_equals_one_autograd_backward_per_task(layout, norm, encoding):
     if layout == "mt-no-hidden" and norm != "batch-norm":
         pytest.skip("nothing to normalise")
     reference = _net(layout, encoding, norm)
     shared = reference.shared_parameters()
     if not shared:
-        pytest.skip("binary inputs and no shared layer: nothing shared")
+        pytest.skip(f"{encoding} inputs and no shared layer: nothing shared")
     net = copy.deepcopy(reference)
-    indices, targets, weights = _batch(1)
+    indices, targets, weights = _batch(1, encoding)
     losses = per_bit_loss(reference(indices), targets.mT, "bce") * weights
     expected = per_replica_jacobian(losses, shared, REPLICAS)  # (R, T, P)
     step, _, gradient = _explicit_step(net, indices, targets, weights, "bce")

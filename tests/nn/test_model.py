@@ -7,6 +7,8 @@ from torch import nn
 from mtfilter import BitMLP, ConfigError, per_bit_loss
 
 BITS, SAMPLES, IN_DIM, HIDDEN = 3, 16, 4, 8
+# real-valued inputs of the `linear` encoding, one row per sample
+FEATURES = torch.randn(SAMPLES, IN_DIM, generator=torch.Generator().manual_seed(3))
 
 
 def make(layout="mt", **kwargs) -> BitMLP:
@@ -43,6 +45,8 @@ def norm_from(grouped_norm, channels) -> nn.BatchNorm1d:
 
 
 def encoder_from(model: BitMLP, group: int) -> nn.Module:
+    if model.encoding == "linear":
+        return nn.Identity()
     if model.embedding is None:
         codes = model._codes
         return _Codes(codes)
@@ -71,7 +75,7 @@ def separate_st_models(model: BitMLP) -> list[nn.Sequential]:
     for bit in range(BITS):
         layers: list[nn.Module] = [encoder_from(model, bit if model.embedding else 0)]
         for i, layer in enumerate(model.hidden):
-            if i == model._fan_out_layer:  # binary encoding: first layer computed for all bits
+            if i == model._fan_out_layer:  # a shared input: first layer computed for all bits
                 cols = slice(bit * HIDDEN, (bit + 1) * HIDDEN)
                 layers += block(linear_from(layer.linear, 0, cols), norm_from(layer.norm, cols))
             else:
@@ -97,18 +101,27 @@ def train(parameters, losses_fn, steps=6, lr=0.05):
     return torch.stack(history)
 
 
-@pytest.mark.parametrize("encoding", ["embedding", "binary"])
+def inputs_of(model: BitMLP, indices):
+    """What the model reads for these samples: the indices, or their features."""
+    return FEATURES[indices] if model.encoding == "linear" else indices
+
+
+@pytest.mark.parametrize("encoding", ["embedding", "binary", "linear"])
 def test_grouped_st_trains_exactly_like_separate_models(encoding):
     model = make("st", encoding=encoding)
     networks = separate_st_models(model)
     grouped_losses = train(
-        model.parameters(), lambda i, y: per_bit_loss(model(i[None]), y[None], "l1")[0]
+        model.parameters(),
+        lambda i, y: per_bit_loss(model(inputs_of(model, i)[None]), y[None], "l1")[0],
     )
     params = [p for net in networks for p in net.parameters()]
     separate_losses = train(
         params,
         lambda i, y: torch.stack(
-            [(torch.sigmoid(net(i)[:, 0]) - y[:, b]).abs().mean() for b, net in enumerate(networks)]
+            [
+                (torch.sigmoid(net(inputs_of(model, i))[:, 0]) - y[:, b]).abs().mean()
+                for b, net in enumerate(networks)
+            ]
         ),
     )
     torch.testing.assert_close(grouped_losses, separate_losses)
@@ -215,15 +228,24 @@ def test_stacked_replicas_match_separate_models_with_their_seeds(layout, options
 @pytest.mark.parametrize(
     ("layout", "shared"), [("mt", None), ("st", None), ("split", 0), ("split", 1), ("split", 2)]
 )
-@pytest.mark.parametrize("encoding", ["embedding", "binary"])
+@pytest.mark.parametrize("encoding", ["embedding", "binary", "linear"])
 def test_every_layout_maps_indices_to_one_logit_per_bit(layout, shared, encoding):
     model = make(
         layout, num_shared_layers=shared, encoding=encoding, num_replicas=2, init_seeds=[0, 1]
     )
-    assert model(torch.randint(0, SAMPLES, (2, 5))).shape == (2, 5, BITS)
-    assert model(torch.arange(SAMPLES)[None]).shape == (2, SAMPLES, BITS)  # shared by replicas
+    assert model(inputs_of(model, torch.randint(0, SAMPLES, (2, 5)))).shape == (2, 5, BITS)
+    every = inputs_of(model, torch.arange(SAMPLES)[None])
+    assert model(every).shape == (2, SAMPLES, BITS)  # shared by replicas
     single = make(layout, num_shared_layers=shared, encoding=encoding)
-    assert single(torch.arange(4)).shape == (4, BITS)
+    assert single(inputs_of(model, torch.arange(4))).shape == (4, BITS)
+
+
+def test_linear_encoding_refuses_inputs_of_another_width_or_indices():
+    model = make("mt", encoding="linear")
+    with pytest.raises(ValueError, match=rf"\(B, {IN_DIM}\) float features, got .* \(5, 3\)"):
+        model(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="torch.int64"):
+        model(torch.arange(5)[None].expand(IN_DIM, -1).T.contiguous())
 
 
 def _plain_count(in_dim, widths, outputs, embedding=True):
