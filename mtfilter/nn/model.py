@@ -251,9 +251,8 @@ class BitMLP(nn.Module):
 
     def _check_features(self, features: Tensor) -> None:
         in_dim = self.config.in_dim
-        if features.dim() not in (2, 3) or features.shape[-1] != in_dim or not (
-            features.is_floating_point()
-        ):
+        shape_ok = features.dim() in (2, 3) and features.shape[-1] == in_dim
+        if not shape_ok or not features.is_floating_point():
             raise ValueError(
                 f"linear encoding takes (R, B, {in_dim}) or (B, {in_dim}) float features, got "
                 f"{features.dtype} of shape {tuple(features.shape)}"
