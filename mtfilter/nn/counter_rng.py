@@ -14,6 +14,7 @@ MASK32 = 0xFFFFFFFF  # uint32 arithmetic on Python ints
 # Stream ids: each use of randomness hashes with its own constant so the streams are independent.
 SHUFFLE_STREAM = 0x5EED0001
 LOSS_DROPOUT_STREAM = 0x5EED0002
+SPLIT_STREAM = 0x5EED0003  # a seed's train / validation / test split of a real dataset
 
 
 def mix32(x):

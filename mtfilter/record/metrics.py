@@ -15,11 +15,14 @@ if TYPE_CHECKING:
 
 
 class Evaluation(NamedTuple):
-    """Figures of one evaluation pass, per replica: loss and accuracy (R, T), exact match (R,)."""
+    """Figures of one evaluation pass, per replica: loss and accuracy (R, T), exact match (R,);
+    for the F1 figures, the (3, R, T) counts of true positives, false positives and false
+    negatives (None where no figure needs them)."""
 
     loss: "Tensor"
     accuracy: "Tensor"
     exact_match: "Tensor"
+    counts: "Tensor | None" = None
 
 
 class EpochFigures(NamedTuple):
@@ -118,6 +121,44 @@ FIGURES: list[Figure] = [
         at_best=True,
     ),  # fmt: skip
 ]
+
+
+def _f1(counts: "Tensor | None", micro: bool = False) -> "Tensor":
+    """F1 from (3, R, T) counts: per label (R, T), or micro-averaged (R,), pooled over labels;
+    0 where a label has no positive and no prediction, as torchmetrics' `multilabel_f1_score`
+    (whose macro average is the per-label mean: the per-bit figure's own mean)."""
+    assert counts is not None, "F1 needs the evaluation's counts (`evaluate(counts=True)`)"
+    tp, fp, fn = counts.sum(2) if micro else counts
+    denominator = 2 * tp + fp + fn
+    return (2 * tp / denominator.clamp(min=1)).where(denominator > 0, 0)
+
+
+# The multi-label field's own figures, for data with labels (`MultiLabelDataModule`): recorded
+# beside FIGURES where the model's `label_figures` is on. Higher is better: no `best`.
+LABEL_FIGURES: list[Figure] = [
+    # per label (`val/f1/bit_i`); its mean over labels (`val/f1`) is the macro-averaged F1
+    Figure(
+        "val/f1",
+        lambda f: _f1(f.evaluation.counts),
+        per_bit=True,
+        evaluation=True,
+        final=True,
+        at_best=True,
+    ),  # fmt: skip
+    Figure(
+        "val/f1_micro",
+        lambda f: _f1(f.evaluation.counts, micro=True),
+        evaluation=True,
+        final=True,
+        at_best=True,
+    ),  # fmt: skip
+]
+
+
+def figures(label_figures: bool = False) -> list[Figure]:
+    """What a run records: FIGURES, and LABEL_FIGURES for data with labels."""
+    return FIGURES + LABEL_FIGURES if label_figures else FIGURES
+
 
 # The figure whose lowest epoch `at_best` values are read at.
 BEST_EPOCH_OF = "val/loss"

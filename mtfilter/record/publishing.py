@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from mtfilter.errors import NonFiniteLossError
@@ -19,6 +20,7 @@ from mtfilter.nn.replicas import Replica
 from mtfilter.record import tensorboard
 from mtfilter.record.conflicts import ConflictRecord
 from mtfilter.record.epoch_log import EpochLog
+from mtfilter.record.metrics import Figure
 
 
 class EpochPublisher:
@@ -184,6 +186,18 @@ class RecordsEpochs(Protocol):
     epoch_log: EpochLog
     publisher: EpochPublisher
     floor: Floor | None  # the model's representational floor on its data, once fit starts
+    figures: list[Figure]  # what each epoch records (`metrics.figures`)
+
+    def floor_of(self, replica: int) -> Floor | None:
+        """A replica's representational floor on its training data, once fit starts."""
+        ...
+
+    def split_sections(
+        self, weights: dict[str, Tensor] | None
+    ) -> list[dict[str, dict[str, Any]]] | None:
+        """Per replica, each data split's figures with these weights (data with held-out
+        splits only; None otherwise)."""
+        ...
 
     def publish_epoch_log(self, check_finite: bool = True) -> None: ...
 

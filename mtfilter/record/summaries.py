@@ -39,6 +39,9 @@ class Summary:
     checkpoints: dict[str, str | None] = field(default_factory=dict)
     multitask: dict[str, Any] = field(default_factory=dict)
     floor: dict[str, Any] | None = None  # see floor.Floor: the model's representational floor
+    # data with held-out splits: each split's figures with the best epoch's weights, in eval
+    # mode: {"test": {"bit_error": ..., ...}, "train": {...}} (`mtfilter.train.split_figures`)
+    splits: dict[str, dict[str, Any]] | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def section(self, figure: Figure) -> dict[str, Any]:
@@ -104,11 +107,11 @@ def figure_fields(
 
 
 def figure_sections(
-    best: Any, final: Any, num_bits: int, at_best: Any = None
+    best: Any, final: Any, num_bits: int, at_best: Any = None, figures: list[Figure] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """The `train` and `val` sections for every figure of `FIGURES`."""
+    """The `train` and `val` sections for every figure of `figures` (default `FIGURES`)."""
     sections: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
-    for figure in metrics.FIGURES:
+    for figure in figures or metrics.FIGURES:
         sections[figure.stage].update(figure_fields(figure, best, final, num_bits, at_best))
     return sections
 

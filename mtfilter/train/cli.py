@@ -34,6 +34,7 @@ from mtfilter.train.checkpoint_compat import check_checkpoint_compatible
 from mtfilter.train.data import BitMappingDataModule
 from mtfilter.train.fit_report import fit_report
 from mtfilter.train.module import DEFAULT_OPTIMIZER, BitMappingModule
+from mtfilter.train.multilabel_data import MultiLabelDataModule
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10000,  # the original experiment's
@@ -54,6 +55,10 @@ _SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
 class MtfilterCLI(LightningCLI):
     """LightningCLI with the data module's sizes, fingerprint and seeds linked into the model.
 
+    The data module is `BitMappingDataModule`, or `MultiLabelDataModule` where the command
+    line or a config file sets `data.dataset` (real data: yeast or a file); then the model
+    reads its features (`model.encoding: linear`, `model.in_dim` linked from the data).
+
     Configuration errors raise `ConfigError` with one line naming the key, the value and where
     it was given (see `parse_errors`; `origin` can say where instead); nothing is written before
     every check has passed.
@@ -73,7 +78,9 @@ class MtfilterCLI(LightningCLI):
         # where a key was set, for error messages (default: the command line or a config file)
         self._origin = origin or parse_errors.origin_in(self._args or [])
         self.exit_status = 0  # 128 + N when a fit was stopped by signal N (see mtfilter.cli)
-        super().__init__(BitMappingModule, BitMappingDataModule, args=args, **kwargs)
+        self.real_data = parse_errors.origin_in(self._args or [])("data.dataset") is not None
+        data = MultiLabelDataModule if self.real_data else BitMappingDataModule
+        super().__init__(BitMappingModule, data, args=args, **kwargs)
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -83,7 +90,9 @@ class MtfilterCLI(LightningCLI):
             ("data.num_samples", "model.num_samples"),
             ("data.fingerprint", "model.data_fingerprint"),
             ("data.seeds", "model.seeds"),
-        ]:
+            *([("data.num_features", "model.in_dim"), ("data.label_figures", "model.label_figures")]
+              if self.real_data else []),
+        ]:  # fmt: skip
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_argument(
             "--float32_matmul_precision",
@@ -106,6 +115,8 @@ class MtfilterCLI(LightningCLI):
         parser.add_lightning_class_args(EpochProgressBar, "progress")
         parser.add_lightning_class_args(RunSummary, "summary")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER})
+        if self.real_data:  # features in, not sample indices
+            parser.set_defaults({"model.encoding": "linear"})
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -133,6 +144,18 @@ class MtfilterCLI(LightningCLI):
                 f"model.batch_norm_chunks {config.model.batch_norm_chunks} and "
                 "trainer.sync_batchnorm cannot be combined: synchronised BatchNorm computes its "
                 "statistics over every device's whole batch, not per chunk"
+            )
+        encoding = config.model.encoding
+        if self.real_data and encoding != "linear":
+            raise ConfigError(
+                f"model.encoding={encoding} reads sample indices; data.dataset "
+                f"{config.data.dataset!r} has features: use model.encoding linear"
+            )
+        if config.convergence.stop_at_floor and self.real_data:
+            raise ConfigError(
+                "convergence.stop_at_floor compares the validation split's errors with the "
+                "floor of the training split's labels, which does not bound them: leave it off "
+                "with data.dataset"
             )
         torch.set_float32_matmul_precision(config.float32_matmul_precision)
         logger = config.trainer.logger

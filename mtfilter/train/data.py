@@ -219,18 +219,7 @@ class BitMappingDataModule(L.LightningDataModule):
     def check_batch_size(self, world_size: int, chunks: int = 1) -> None:
         """Refuse a batch larger than one device's share of the samples (DDP splits them), or
         one that does not split into `chunks` equal parts (chunked BatchNorm)."""
-        share = math.ceil(self.num_samples / world_size)
-        if world_size > 1 and self.batch_size > share:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is per device, larger than each of the "
-                f"{world_size} devices' {share} of the {self.num_samples} samples: at most {share}"
-            )
-        sizes = {self.batch_size} | ({share % self.batch_size} - {0})  # and the last, shorter one
-        if any(size % chunks for size in sizes):
-            raise ConfigError(
-                f"model.batch_norm_chunks={chunks} needs every training batch to split into "
-                f"{chunks} equal chunks; the batches here have {sorted(sizes)} samples"
-            )
+        check_batch_size(self.batch_size, self.num_samples, world_size, chunks)
 
     def train_dataloader(self) -> EpochBatches:
         trainer = self.trainer
@@ -249,6 +238,23 @@ class BitMappingDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> FullBatch:
         return FullBatch(self._on_device())
+
+
+def check_batch_size(batch_size: int, num_samples: int, world_size: int, chunks: int) -> None:
+    """Refuse a per-device batch larger than each of `world_size` devices' share of
+    `num_samples`, or batches that do not split into `chunks` equal parts."""
+    share = math.ceil(num_samples / world_size)
+    if world_size > 1 and batch_size > share:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is per device, larger than each of the "
+            f"{world_size} devices' {share} of the {num_samples} samples: at most {share}"
+        )
+    sizes = {batch_size} | ({share % batch_size} - {0})  # and the last, shorter one
+    if any(size % chunks for size in sizes):
+        raise ConfigError(
+            f"model.batch_norm_chunks={chunks} needs every training batch to split into "
+            f"{chunks} equal chunks; the batches here have {sorted(sizes)} samples"
+        )
 
 
 def _check_fits_in_memory(num_samples: int, num_bits: int, given: bool) -> None:

@@ -14,6 +14,7 @@ from mtfilter.record import metrics
 from mtfilter.record.evaluation import evaluate
 from mtfilter.train.config import TrainingConfig
 from mtfilter.train.data import Batch
+from mtfilter.train.live_replicas import LiveReplicas
 
 
 class EvaluationLoops(L.LightningModule):
@@ -23,6 +24,8 @@ class EvaluationLoops(L.LightningModule):
     net: BitMLP
     replicas: list[Replica]
     train_config: TrainingConfig
+    figures: list[metrics.Figure]
+    live: LiveReplicas
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -33,14 +36,27 @@ class EvaluationLoops(L.LightningModule):
         self._log_evaluation("test", batch)
 
     def _log_evaluation(self, stage: str, batch: Batch) -> None:
-        evaluation = evaluate(self.net, *batch, self.train_config.loss)
+        inputs, targets = self.replica_rows(batch)
+        counts = self.hparams.label_figures
+        evaluation = evaluate(self.net, inputs, targets, self.train_config.loss, counts)
         for index, replica in enumerate(self.replicas):  # one batch per loop: syncs cost nothing
             prefix = "" if len(self.replicas) == 1 else f"{replica.name}/"
-            figures = metrics.evaluation_metrics(stage, evaluation, index)
+            figures = metrics.evaluation_metrics(stage, evaluation, index, self.figures)
             self.log_dict({prefix + key: value for key, value in figures.items()})
+
+    def replica_rows(self, batch: Batch) -> Batch:
+        """A batch for the whole stack: one row shared by every replica, or, where the data
+        has a row per seed (held-out splits), each replica's seed's row."""
+        inputs, targets = batch
+        rows = self.live.data_rows
+        if inputs.shape[0] == 1 or rows is None:
+            return inputs, targets
+        return inputs[rows], targets[rows]
 
     @override
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        indices, targets = batch
-        probabilities: Tensor = torch.sigmoid(self.net(indices))  # (R, N, T)
-        return {"indices": indices[0], "probabilities": probabilities, "targets": targets[0]}
+        inputs, targets = self.replica_rows(batch)
+        probabilities: Tensor = torch.sigmoid(self.net(inputs))  # (R, N, T)
+        if inputs.is_floating_point():  # features: one split per replica
+            return {"probabilities": probabilities, "targets": targets}
+        return {"indices": inputs[0], "probabilities": probabilities, "targets": targets[0]}

@@ -39,6 +39,13 @@ def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> st
                 f"error {val['exact_match_error_at_best']:.4f} (lowest over epochs: "
                 f"{val['bit_error_best']:.4f}, {val['exact_match_error_best']:.4f})"
             )
+        test = (one.get("splits") or {}).get("test")
+        if test:
+            lines.append(
+                f"  {name}test split, best epoch's weights: Hamming loss (bit error) "
+                f"{test['bit_error']:.4f}, subset accuracy {test['exact_match']:.4f}, micro F1 "
+                f"{test['f1_micro']:.4f}, macro F1 {test['f1']:.4f}"
+            )
         train = one.get("train") or {}
         if batch and train.get("batch_loss_best") is not None:
             lines.append(
@@ -46,7 +53,9 @@ def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> st
                 f"{train['batch_loss_best_epoch']} (the original's figure)"
             )
     if floor is not None:
-        lines.append(f"  floor: {_describe_floor(floor)}")
+        held_out = " (of the first replica's training split)" if len(replicas) > 1 and any(
+            (read_json(p) or {}).get("splits") for p in replicas[:1]) else ""  # fmt: skip
+        lines.append(f"  floor{held_out}: {_describe_floor(floor)}")
     lines += [
         f"  {folder / SUMMARY_FILE}"
         + ("" if paths is None else "  (one per replica in its folder)"),
@@ -103,11 +112,12 @@ def describe_run(
     """What a run is, for its summary: sizes, multitask method (its conflict figures at
     `best_epoch` too), floor, hyperparameters."""
     scalarizers = module.scalarizers
+    floor = module.floor_of(replica)
     hparams = {k: v for k, v in module.hparams.items() if k != "seeds" and not k.startswith("_")}
     return {
         "parameters": module.parameter_counts(),
         "multitask": module.objective.summary(replica, best_epoch),
-        "floor": None if module.floor is None else module.floor.as_dict(),
+        "floor": None if floor is None else floor.as_dict(),
         "hparams": {
             **hparams,
             "aggregator": objective.describe(module.train_config.aggregator),

@@ -28,6 +28,7 @@ from mtfilter.record.conflicts import conflict_keys
 from mtfilter.record.epoch_log import EpochLog
 from mtfilter.record.evaluation import evaluate
 from mtfilter.record.publishing import EpochPublisher
+from mtfilter.train import split_figures
 from mtfilter.train.checkpoint_state import (
     check_and_upgrade,
     restore_gradients,
@@ -104,6 +105,8 @@ class BitMappingModule(EvaluationLoops):
             faster for a plain step). Where the written-out pass does not cover the run
             (dropout, task filters, residual layers, chunked BatchNorm, a scalarizer,
             accumulated gradients, mixed precision), autograd, and the fit says why.
+        label_figures: Also record the multi-label field's F1 figures (`metrics.LABEL_FIGURES`:
+            per label, macro- and micro-averaged); linked from `MultiLabelDataModule`.
         architecture: The network's settings, the fields of `BitMLPConfig` (`layout`,
             `hidden_dim`, `num_layers`, ...), each a `model.*` key of the CLI.
     """
@@ -125,6 +128,7 @@ class BitMappingModule(EvaluationLoops):
         scalarizer: Scalarizer | None = None,
         telemetry_interval: int = 500,
         gradients: Literal["auto", "explicit", "autograd"] = "auto",
+        label_figures: bool = False,
         **architecture: Any,
     ) -> None:
         super().__init__()
@@ -165,11 +169,15 @@ class BitMappingModule(EvaluationLoops):
         self.num_bits, self.seeds = num_bits, replica_seeds  # seeds: one per replica
         self._last_row: Tensor | None = None  # the last epoch's (R, K) figures
         self.objective = Objective(self.net, self.train_config, replica_seeds, self.scalarizers)
-        self.epoch_log = EpochLog(metrics.epoch_keys(num_bits), num_replicas=len(self.replicas))
+        self.figures = metrics.figures(label_figures)  # what every epoch records
+        self.epoch_log = EpochLog(metrics.epoch_keys(num_bits, self.figures), len(self.replicas))
         self.publisher = EpochPublisher(self.epoch_log, self.objective.conflicts, self.replicas)
         self.publisher.conflict_keys = conflict_keys(num_bits)
         self.learning_rates = ReplicaLearningRates.for_replicas(self.replicas, learning_rates)
-        self.floor: Floor | None = None  # set at fit start, from the data module's targets
+        # set at fit start, from the data module's targets: one floor, or one per replica
+        # where each seed has its own training split
+        self.floor: Floor | None = None
+        self.replica_floors: list[Floor] | None = None
         self._epoch = EpochTotals()
         # last.ckpt's accumulated gradients (the faithful mode), set at train start
         self.restored_gradients: dict[str, Tensor] | None = None
@@ -184,8 +192,8 @@ class BitMappingModule(EvaluationLoops):
             super().__setattr__(name, value)
 
     @override
-    def forward(self, indices: Tensor) -> Tensor:
-        return self.net(indices)
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.net(inputs)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of one replica: total, shared, per task, task-specific (see `BitMLP`)."""
@@ -217,10 +225,26 @@ class BitMappingModule(EvaluationLoops):
         self.live.rows_to(self.device)
         counts = self.parameter_counts()
         rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
-        targets = getattr(self.trainer.datamodule, "targets", None)
+        self._set_floors(self.trainer.datamodule)
+
+    def _set_floors(self, data: Any) -> None:
+        """The representational floor on the training data: of the bit-mapping task's targets,
+        or of each replica's own training split (`MultiLabelDataModule.training_labels`)."""
+        per_seed = getattr(data, "training_labels", None)
+        if per_seed is not None:
+            labels = per_seed()
+            check_targets(labels[0], self.num_bits, self.hparams.num_samples)
+            floors = [model_floor(self.hparams, pattern_counts(t)) for t in labels]
+            self.replica_floors = [floors[data.seeds.index(r.seed)] for r in self.replicas]
+            return
+        targets = getattr(data, "targets", None)
         if targets is not None:
             check_targets(targets, self.num_bits, self.hparams.num_samples)
             self.floor = model_floor(self.hparams, pattern_counts(targets))
+
+    def floor_of(self, replica: int) -> Floor | None:
+        """The floor of one stacked replica on its training data."""
+        return self.floor if self.replica_floors is None else self.replica_floors[replica]
 
     @override
     def on_train_start(self) -> None:
@@ -260,15 +284,20 @@ class BitMappingModule(EvaluationLoops):
 
     def _finish_epoch(self) -> None:
         reduce = self._mean_over_processes
-        indices, targets = self.trainer.datamodule.full_batch()
+        inputs, targets = self.trainer.datamodule.full_batch()
+        rows = self.live.step_rows  # per-seed rows (held-out splits): the live replicas' own
+        if inputs.shape[0] > 1 and rows is not None:
+            inputs, targets = inputs[rows], targets[rows]
         net = self.live.net
         was_training = net.training
         net.eval()
-        evaluation = evaluate(net, indices, targets, self.train_config.loss)
+        counts = self.hparams.label_figures
+        evaluation = evaluate(net, inputs, targets, self.train_config.loss, counts)
         net.train(was_training)
-        inputs = self._epoch.figures(evaluation, reduce)
+        figures = self._epoch.figures(evaluation, reduce)
         # the stopped replicas' figures as they ended
-        self._last_row = self.live.expand(metrics.epoch_row(inputs), self._last_row)
+        row = metrics.epoch_row(figures, self.figures)
+        self._last_row = self.live.expand(row, self._last_row)
         self.epoch_log.record(self.current_epoch + 1, self._last_row)
         self.objective.end_epoch()
         for scheduler in self._schedulers():
@@ -328,6 +357,13 @@ class BitMappingModule(EvaluationLoops):
         """Pull recorded epochs to the host, write them to the loggers and stop on NaN/inf (see
         `EpochPublisher.publish`); callbacks call it before they read the log."""
         self.publisher.publish(self.loggers, self.trainer.is_global_zero, check_finite)
+
+    def split_sections(
+        self, weights: dict[str, Tensor] | None
+    ) -> list[dict[str, dict[str, Any]]] | None:
+        """Per replica, the test and training splits' figures with these weights (data with
+        held-out splits only; see `split_figures`)."""
+        return split_figures.split_sections(self, weights)
 
     def run_description(self, replica: int, best_epoch: int | None = None) -> dict[str, Any]:
         """What the run is, for its summary (see `describe_run`)."""

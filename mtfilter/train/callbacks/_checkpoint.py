@@ -187,6 +187,16 @@ class BestEpochCheckpoint(ModelCheckpoint):
             self._write(trainer, last=False)
             rank_zero_info(f"{type(exception).__name__}: best checkpoint kept at {self.best_path}")
 
+    def best_weights(self, pl_module: L.LightningModule) -> dict[str, Tensor] | None:
+        """The module's state with each replica's weights and statistics of its best epoch
+        (None before the first epoch)."""
+        if self._snapshot is None:
+            return None
+        state = dict(pl_module.state_dict())
+        for name, best in zip(self._names, self._snapshot, strict=True):
+            state[name] = best.reshape(state[name].shape)
+        return state
+
     def best_epochs(self) -> list[int]:
         """Epoch (1-based) of each replica's best weights."""
         assert self._best_epoch is not None

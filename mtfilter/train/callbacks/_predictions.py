@@ -12,7 +12,8 @@ from typing_extensions import override
 
 class PredictionWriter(Callback):
     """Saves `predict`'s output as `predictions.pt` in the run's log folder: sample indices (N,),
-    per-replica probabilities (R, N, T) and the targets (N, T).
+    per-replica probabilities (R, N, T) and the targets (N, T); for real data (features, a
+    split per seed), the probabilities and each replica's targets (R, N, T) of its test split.
 
     A plain callback rather than Lightning's BasePredictionWriter, which asks the loader for
     DataLoader batch indices that the on-device loader does not have (predictions carry theirs).
@@ -47,10 +48,10 @@ class PredictionWriter(Callback):
         folder = trainer.log_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero or folder is None:
             return
+        # batches joined on their sample axis: (N,) indices, (..., N, T) the rest
         merged = {
-            "indices": torch.cat([b["indices"] for b in self._batches]),
-            "probabilities": torch.cat([b["probabilities"] for b in self._batches], dim=1),
-            "targets": torch.cat([b["targets"] for b in self._batches]),
+            key: torch.cat([b[key] for b in self._batches], dim=0 if key == "indices" else -2)
+            for key in self._batches[0]
         }
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, self.filename)

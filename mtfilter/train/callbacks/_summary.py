@@ -103,11 +103,20 @@ class RunSummary(Callback):
             run_summary(trainer, record, replica, status, error, wall)
             for replica in range(len(record.replicas))
         ]
+        if status == "completed":  # held-out data: its test split, read once, at the end
+            checkpoint = trainer.checkpoint_callback
+            tracks_best = isinstance(checkpoint, BestEpochCheckpoint)
+            # without the best-epoch checkpoint: the weights as training left them
+            best = checkpoint.best_weights(trainer.lightning_module) if tracks_best else None
+            splits = record.split_sections(best)
+            for summary, section in zip(runs, splits or [], strict=False):
+                summary.splits = section
         for summary, writer in zip(runs, _hparams_writers(trainer, record), strict=True):
             if writer is not None and summary.epochs > 0:
                 tensorboard.write_hparams(
-                    writer, _flat_hparams(summary), _headline(summary), summary.epochs
-                )
+                    writer, _flat_hparams(summary), _headline(summary, record.figures),
+                    summary.epochs,
+                )  # fmt: skip
         summaries.write(Path(folder), runs, [r.name for r in record.replicas], self.filename)
 
 
@@ -148,7 +157,7 @@ def run_summary(
         epochs, values = log.history(key)
         return _finite(values[np.searchsorted(epochs, best_epoch), replica])
 
-    sections = summaries.figure_sections(best, final, record.num_bits, at_best)
+    sections = summaries.figure_sections(best, final, record.num_bits, at_best, record.figures)
     checkpoint = trainer.checkpoint_callback
     paths = isinstance(checkpoint, BestEpochCheckpoint)
     datamodule = trainer.datamodule
@@ -198,16 +207,20 @@ def _optimizer_summary(trainer: L.Trainer, learning_rate: float | None) -> dict[
     return {"class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}", **settings}
 
 
-def _headline(summary: Summary) -> dict[str, float]:
+def _headline(summary: Summary, recorded: list[metrics.Figure]) -> dict[str, float]:
     """The figures shown as metrics in TensorBoard's HPARAMS tab: each figure's best (and its
-    epoch) or final value, and the parameter counts."""
+    epoch) or final value, the test split's figures where there is one, and the parameter
+    counts."""
     figures: dict[str, Any] = {}
-    for figure in metrics.FIGURES:
+    for figure in recorded:
         if figure.best:
             value, epoch = summary.best(figure)
             figures[f"best/{figure.column}"], figures[f"best/{figure.column}_epoch"] = value, epoch
         if figure.final and not figure.best:
             figures[f"final/{figure.column}"] = summary.final(figure)
+    test = (summary.splits or {}).get("test", {})
+    figures.update({f"test/{name}": value for name, value in test.items()
+                    if not isinstance(value, list)})  # fmt: skip
     figures["parameters/total"] = summary.parameters.get("total")
     figures["parameters/per_task"] = summary.parameters.get("per_task")
     return {k: float(v) for k, v in figures.items() if v is not None}
