@@ -70,3 +70,37 @@ def test_the_reports_columns_follow_the_spec(tmp_path, monkeypatch):
     with open(folder / "results.csv") as f:
         header = next(csv.reader(f))
     assert {"val_error_best", "val_error_best_epoch", "val_error_final"} <= set(header)
+
+
+def test_the_multilabel_figures_are_torchmetrics_definitions():
+    """Hamming loss, subset accuracy and F1 (per label, macro, micro) of a small case, one row
+    per replica, a label that no sample has and no prediction says among them (F1 0 there)."""
+    from torchmetrics.functional.classification import (
+        multilabel_exact_match,
+        multilabel_f1_score,
+        multilabel_hamming_distance,
+    )
+
+    from mtfilter.record.evaluation import evaluate
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 12, 4, generator=generator)  # (R, N, T)
+    targets = torch.randint(0, 2, (2, 12, 4), generator=generator).float()
+    logits[..., 3], targets[..., 3] = -1.0, 0.0  # label 3: no positive, none predicted
+    evaluation = evaluate(lambda inputs: logits, None, targets, "bce", counts=True)
+    epoch = metrics.EpochFigures(None, None, evaluation)
+    figures = [figure for figure in metrics.figures(label_figures=True) if figure.evaluation]
+    row = dict(zip(metrics.epoch_keys(4, figures), metrics.epoch_row(epoch, figures).T,
+                   strict=True))  # fmt: skip
+    for r in range(2):
+        p, y = torch.sigmoid(logits[r]), targets[r].long()
+        torch.testing.assert_close(row["val/bit_error"][r], multilabel_hamming_distance(p, y, 4))
+        torch.testing.assert_close(row["val/exact_match"][r], multilabel_exact_match(p, y, 4))
+        per_label = multilabel_f1_score(p, y, 4, average=None)
+        assert float(per_label[3]) == 0
+        for t in range(4):
+            torch.testing.assert_close(row[f"val/f1/bit_{t}"][r], per_label[t])
+        torch.testing.assert_close(row["val/f1"][r], multilabel_f1_score(p, y, 4, average="macro"))
+        micro = multilabel_f1_score(p, y, 4, average="micro")
+        torch.testing.assert_close(row["val/f1_micro"][r], micro)
+        assert 0 < float(micro) < 1  # a real mix of right and wrong labels
