@@ -30,7 +30,7 @@ ARCHITECTURE_DEFAULTS = {
 # The stacked replicas, (seed, learning rate) each: a checkpoint holds exactly these.
 REPLICA_KEYS = ("seeds", "learning_rates")
 # The data module's settings that decide the dataset (`num_samples` is the model's too).
-DATA_KEYS = ("num_bits", "targets", "data_seed")
+DATA_KEYS = ("num_bits", "targets", "relatedness", "data_seed")
 
 
 def check_checkpoint_compatible(

@@ -132,7 +132,11 @@ class BitMappingDataModule(L.LightningDataModule):
         num_samples: Number of inputs (default: all `2**num_bits` codes).
         targets: `permutation`, a random one-to-one map onto distinct codes (the original
             experiment), `numpy_permutation`, the same drawn with NumPy as the original's kind
-            of code did (see `make_targets`), or `random`, independent fair bits.
+            of code did (see `make_targets`), `random`, independent fair bits, or `related`,
+            bits that share structure (see `relatedness`).
+        relatedness: `related` only: the share of entries that are thresholds of one shared
+            low-dimensional projection of each sample, in [0, 1]; the rest are independent
+            fair bits. 0 is exactly `random`; towards 1 the tasks share ever more.
         data_seed: Seed of the dataset alone, separate from the run's seed, so every run, layout
             and device learns exactly the same function.
         batch_size: Samples per training step (per device under DDP).
@@ -145,6 +149,7 @@ class BitMappingDataModule(L.LightningDataModule):
         num_bits: int = 10,
         num_samples: int | None = None,
         targets: TargetKind = "permutation",
+        relatedness: float = 0.0,
         data_seed: int = 0,
         batch_size: int = 512,
         seeds: list[int] | None = None,
@@ -152,7 +157,14 @@ class BitMappingDataModule(L.LightningDataModule):
         super().__init__()
         if num_bits < 1:
             raise ConfigError(f"data.num_bits must be at least 1, got {num_bits}")
-        if targets != "random" and num_bits > MAX_PERMUTATION_BITS:
+        independent = targets in ("random", "related")
+        if targets != "related" and relatedness != 0:
+            raise ConfigError(
+                f"data.relatedness={relatedness} applies to data.targets=related, not {targets}"
+            )
+        if not 0 <= relatedness <= 1:
+            raise ConfigError(f"data.relatedness must be in [0, 1], got {relatedness}")
+        if not independent and num_bits > MAX_PERMUTATION_BITS:
             raise ConfigError(
                 f"data.num_bits={num_bits} is too many for permutation targets (at most "
                 f"{MAX_PERMUTATION_BITS}); use data.targets=random"
@@ -163,7 +175,7 @@ class BitMappingDataModule(L.LightningDataModule):
         if num_samples < 1:
             raise ConfigError(f"data.num_samples must be at least 1, got {num_samples}")
         _check_fits_in_memory(num_samples, num_bits, given)
-        if targets != "random" and num_samples > 2**num_bits:
+        if not independent and num_samples > 2**num_bits:
             raise ConfigError(
                 f"data.num_samples={num_samples} exceeds the {2**num_bits} distinct "
                 f"{num_bits}-bit strings a permutation can map onto"
@@ -188,7 +200,7 @@ class BitMappingDataModule(L.LightningDataModule):
         self.num_samples = num_samples
         self.batch_size = batch_size
         # Built eagerly: tiny, and the fingerprint must be known before the model is built.
-        self.targets = make_targets(num_bits, num_samples, targets, data_seed)
+        self.targets = make_targets(num_bits, num_samples, targets, data_seed, relatedness)
         self.fingerprint = fingerprint(self.targets)
         self.seeds = seeds
         self._device_targets: Tensor | None = None

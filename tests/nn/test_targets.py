@@ -34,3 +34,21 @@ def test_random_targets_are_fair_independent_bits():
     distinct = len({tuple(row) for row in targets.int().tolist()})
     # occupancy of 4096 strings by 4096 draws: mean 4096 (1 - 1/e) ~ 2589, sd ~ 20
     assert abs(distinct - samples * (1 - math.exp(-1))) < 4 * 20
+
+
+def test_related_targets_go_from_the_random_map_to_shared_structure():
+    """At relatedness 0 exactly `random`'s bits; at 1 every bit a threshold of one latent
+    plane (2 T sectors at most); between, the tasks grow correlated with the share."""
+    bits, samples = 10, 2048
+    random = make_targets(bits, samples, "random", data_seed=3)
+    assert torch.equal(make_targets(bits, samples, "related", 3, relatedness=0.0), random)
+    shared = make_targets(bits, samples, "related", 3, relatedness=1.0)
+    assert len(shared.unique(dim=0)) <= 2 * bits
+    correlation = []
+    for share in (0.0, 0.5, 1.0):
+        targets = make_targets(bits, samples, "related", 3, relatedness=share)
+        assert (targets.mean(0) - 0.5).abs().max() < 0.1  # still about fair
+        off = torch.corrcoef(targets.T)[~torch.eye(bits, dtype=torch.bool)]
+        correlation.append(float(off.abs().mean()))
+    assert correlation[0] < 0.05 < correlation[1] < correlation[2]
+    assert torch.equal(shared, make_targets(bits, samples, "related", 3, relatedness=1.0))

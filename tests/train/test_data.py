@@ -34,6 +34,8 @@ def test_fingerprint_differs_between_target_kinds_and_sizes():
         ({"seeds": [1, 1]}, "seeds"),
         ({"num_bits": 31}, "num_bits=31"),
         ({"num_bits": 4, "batch_size": 17}, "batch_size=17 is larger than the dataset's 16"),
+        ({"targets": "related", "relatedness": 1.5}, r"relatedness must be in \[0, 1\]"),
+        ({"targets": "random", "relatedness": 0.5}, "applies to data.targets=related"),
     ],
     ids=[
         "bits",
@@ -44,6 +46,8 @@ def test_fingerprint_differs_between_target_kinds_and_sizes():
         "seeds",
         "huge",
         "batch-over-data",
+        "relatedness-range",
+        "relatedness-without-related",
     ],
 )
 def test_bad_settings_name_the_value(kwargs, message):
