@@ -60,11 +60,30 @@ FLOOR_COLUMNS = {
 }
 
 
-def columns() -> list[str]:
-    """Every figure of a row, in the order of results.csv after the varied keys."""
-    return ["parameters_total", "parameters_per_task", *figure_columns(), *FLOOR_COLUMNS,
-            "epochs", "converged", "converged_epoch", "converged_reason", "wall_time_s",
-            *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES, *AT_BEST_CONFLICT_FIGURES]  # fmt: skip
+def label_columns() -> list[str]:
+    """The multi-label figures' columns (`metrics.LABEL_FIGURES`), where runs record them."""
+    return [column for figure in metrics.LABEL_FIGURES for column, _ in _figure_fields(figure)]
+
+
+# A split's figures with the best epoch's weights (held-out data: summary.json's `splits`):
+# results.csv's prefix of each split, e.g. `test_bit_error` (the Hamming loss on the test split)
+SPLIT_PREFIXES = {"test": "test", "train": "train_split"}
+SPLIT_FIGURES = ("loss", "bit_error", "exact_match_error", "exact_match", "f1", "f1_micro")
+
+
+def split_columns() -> list[str]:
+    return [f"{prefix}_{name}" for prefix in SPLIT_PREFIXES.values() for name in SPLIT_FIGURES]
+
+
+def columns(rows: list[dict[str, Any]] | None = None) -> list[str]:
+    """Every figure of a row, in the order of results.csv after the varied keys; the
+    multi-label and split figures only where one of `rows` has them."""
+    held_out = [c for c in [*label_columns(), *split_columns()]
+                if any(row.get(c) is not None for row in rows or [])]  # fmt: skip
+    return ["parameters_total", "parameters_per_task", *figure_columns(), *held_out,
+            *FLOOR_COLUMNS, "epochs", "converged", "converged_epoch", "converged_reason",
+            "wall_time_s", *CONFLICT_FIGURES, *LAST_CONFLICT_FIGURES,
+            *AT_BEST_CONFLICT_FIGURES]  # fmt: skip
 
 
 def collect(folder: Path, runs: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -114,9 +133,14 @@ def _row(
         status = state["status"]  # a later attempt of the run is not finished
     figures = {
         column: read(summary)
-        for figure in metrics.FIGURES
+        for figure in metrics.figures(label_figures=True)
         for column, read in _figure_fields(figure)
     }
+    splits = summary.splits or {}
+    figures.update({
+        f"{prefix}_{name}": splits.get(split, {}).get(name)
+        for split, prefix in SPLIT_PREFIXES.items() for name in SPLIT_FIGURES
+    })  # fmt: skip
     floor = summary.floor or {}
     convergence = summary.convergence or {}
     return {
@@ -143,7 +167,7 @@ def _row(
 
 
 def write_csv(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    names = ["run", *keys, "status", *columns(), "replicas", "error", "log_dir"]
+    names = ["run", *keys, "status", *columns(rows), "replicas", "error", "log_dir"]
     names = list(dict.fromkeys(names))  # seed_everything may be both a key and a value
     with replacing(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")

@@ -134,7 +134,7 @@ def _width_table(
     header = [width_name, "seeds"] + ["mt floor (bit / exact-match error)"] * has_mt
     header += [f"{layout} {label}" for layout in layouts for label in per_layout]
     header += [f"mt - st ({compared.label})"] * both
-    header += ["mt above its floor"] * (has_mt and not compared.is_loss)
+    header += ["mt above its floor"] * (has_mt and compared.floor_name is not None)
     header += ["mt conflict at the best epoch (pairs / cosine)"] * has_mt
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in comparisons:
@@ -157,9 +157,10 @@ def _width_table(
         if not has_mt:
             lines.append("| " + " | ".join(cells) + " |")
             continue
-        if not compared.is_loss:
+        if compared.floor_name is not None:
             mt, floor = c.value.get("mt"), c.floor.get("mt")
-            above = None if mt is None or floor is None else mt.mean - getattr(floor, compared.name)
+            above = (None if mt is None or floor is None
+                     else mt.mean - getattr(floor, compared.floor_name))  # fmt: skip
             cells.append("-" if above is None else f"{above:+.4f}")
         fraction, cosine, when = c.conflict.get("mt", (None, None, "best"))
         at_end = " (end)" if when == "end" else ""

@@ -152,8 +152,8 @@ def _loss(
     else:
         ax.set_xscale("log")
         ax.set_xlabel("parameters of one model (st: all its towers)")
-    if not compared.is_loss and x_axis == "width":
-        _floor_line(ax, sections, compared.name)
+    if compared.floor_name is not None and x_axis == "width":
+        _floor_line(ax, sections, compared.floor_name)
     ax.set_ylabel(f"best {compared.label}")
     ax.set_title(f"best {compared.label}, mean over seeds{BAND_TEXT * banded}")
     return _save(fig, ax, path)
@@ -231,8 +231,9 @@ def _gap(
         band = _band(gaps)
         if band is not None:
             ax.fill_between(xs, *band, alpha=0.2, color=line.get_color())
-        floor = tuple((c.width / divisor, getattr(c.floor["mt"], compared.name)) for c in comps
-                      if not compared.is_loss and "mt" in c.floor)  # fmt: skip
+        floor_name = compared.floor_name
+        floor = tuple((c.width / divisor, getattr(c.floor["mt"], floor_name)) for c in comps
+                      if floor_name is not None and "mt" in c.floor)  # fmt: skip
         if floor:
             floors.setdefault(floor, []).append((name, line.get_color()))
     for floor, owners in floors.items():
@@ -271,12 +272,13 @@ def _curves(
         ax.plot([e.step for e in events], [e.value for e in events], style,
                 color=COLORS.get(layout), label=label)  # fmt: skip
     ax.set_xlabel("epoch")
-    ax.set_ylabel(compared.label)
+    ax.set_ylabel(compared.curve_tag if compared.value_column else compared.label)
     if compared.is_loss:
         ax.set_yscale("log")
     else:  # errors reach 0 exactly
         ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_title(f"{compared.label} curves (first seed), from the TensorBoard logs")
+    shown = compared.curve_tag if compared.value_column else compared.label
+    ax.set_title(f"{shown} curves (first seed), from the TensorBoard logs")
     return _save(fig, ax, path)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from mtfilter.errors import ConfigError
 from mtfilter.folders import SEED_KEY, Grid, grid_keys
-from mtfilter.report._metric import MetricName
+from mtfilter.report._metric import TEST_METRICS, MetricName
 from mtfilter.sweep._grid import expand_grid
 
 # A config value as YAML writes it (see mtfilter.sweep.Value).
@@ -67,6 +67,12 @@ def check(selection: Selection, grid: Grid | list[Grid]) -> None:
         raise ConfigError(
             f"select: {', '.join(clash)} must not be a grid axis as well (the protocol sets "
             "the candidates and the seeds of every run)"
+        )
+    if selection.metric in TEST_METRICS:
+        raise ConfigError(
+            f"select.metric {selection.metric} reads the test split, which the pick must not "
+            f"see: select on validation ({selection.metric.removeprefix('test_')}) and report "
+            f"{selection.metric} (report.metric)"
         )
     if not selection.selection_seeds:
         raise ConfigError("select.selection_seeds is empty: give the seeds the pick is made on")

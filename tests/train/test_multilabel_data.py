@@ -66,8 +66,9 @@ def test_inputs_are_standardised_with_the_training_splits_statistics_only():
     moved = MultiLabelDataModule.from_arrays(extreme, labels, seeds=[1])
     torch.testing.assert_close(moved.split("train")[0], data.split("train")[0])
     raw = MultiLabelDataModule.from_arrays(inputs, labels, seeds=[1], standardize=False)
-    torch.testing.assert_close(raw.split("val")[0][0],
-                               torch.tensor(inputs[data.split_indices["val"][0].numpy()]).float())
+    torch.testing.assert_close(
+        raw.split("val")[0][0], torch.tensor(inputs[data.split_indices["val"][0].numpy()]).float()
+    )
 
 
 def test_training_batches_are_each_seeds_own_samples_in_its_own_order():
@@ -81,7 +82,8 @@ def test_training_batches_are_each_seeds_own_samples_in_its_own_order():
         train = torch.tensor(inputs[data.split_indices["train"][row].numpy()]).float()
         assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, train.tolist()))
         labels_seen = torch.cat([y[row] for _, y in epoch])
-        by_row = {tuple(x): y for x, y in zip(inputs.astype(np.float32).tolist(), labels.tolist())}
+        pairs = zip(inputs.astype(np.float32).tolist(), labels.tolist(), strict=True)
+        by_row = {tuple(x): y for x, y in pairs}
         assert [by_row[tuple(x)] for x in seen.tolist()] == labels_seen.tolist()
 
 
@@ -153,7 +155,8 @@ def test_a_fit_from_a_csv_reports_the_test_split_at_the_best_epoch(run_dir, caps
         main(["fit", "--data.dataset", str(path), "--data.label_columns", '["y0", "y1"]',
               "--data.batch_size", "12", "--model.hidden_dim", "4", "--model.loss", "bce",
               "--seed_everything", "0", "--data.seeds", "[0, 1]", "--trainer.max_epochs", "30",
-              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+              "--trainer.accelerator", "cpu",
+              "--trainer.enable_progress_bar", "false"])  # fmt: skip
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert out.count("test split, best epoch's weights: Hamming loss (bit error)") == 2, out
@@ -171,12 +174,11 @@ def test_a_fit_from_a_csv_reports_the_test_split_at_the_best_epoch(run_dir, caps
     __import__("importlib").util.find_spec("river") is None,
     reason="needs the river package (pip install 'mtfilter[data]')",
 )
-def test_the_yeast_config_trains_and_prints_test_hamming_loss_and_subset_accuracy(
-    run_dir, capsys
-):
+def test_the_yeast_config_trains_and_prints_test_hamming_loss_and_subset_accuracy(run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(CONFIGS / "yeast.yaml"), "--trainer.max_epochs", "3",
-              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+              "--trainer.accelerator", "cpu",
+              "--trainer.enable_progress_bar", "false"])  # fmt: skip
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert "test split, best epoch's weights: Hamming loss (bit error) 0." in out
