@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from mtfilter.train.data import BitMappingDataModule
     from mtfilter.train.module import BitMappingModule
+    from mtfilter.train.multilabel_data import MultiLabelDataModule
 
 # public name -> the module that defines it
 _SOURCES = {
@@ -50,6 +51,7 @@ _SOURCES = {
     "BitMLP": "mtfilter.nn.model",
     "BitMLPConfig": "mtfilter.nn.config",
     "BitMappingModule": "mtfilter.train.module",
+    "MultiLabelDataModule": "mtfilter.train.multilabel_data",
     "per_bit_loss": "mtfilter.nn.losses",
 }
 
@@ -66,6 +68,7 @@ __all__ = [
     "GroupedEmbedding",
     "GroupedLinear",
     "MtfilterError",
+    "MultiLabelDataModule",
     "NonFiniteLossError",
     "RunSummary",
     "StopOnInterrupt",

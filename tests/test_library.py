@@ -33,3 +33,22 @@ def test_readme_plain_trainer_script_writes_what_a_fit_writes(run_dir):
     assert float(metrics["seed_1/val/loss"]) == float(
         namespace["model"].epoch_log.latest("val/loss")[1]
     )
+
+
+def test_readme_own_data_script_reports_the_test_split_at_the_best_epoch(run_dir):
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"```python\n(# your own data.*?)```", readme, re.DOTALL)
+    assert example, "README lost its own-data example"
+    script = example.group(1).replace("max_epochs=300", "max_epochs=30")
+    assert script != example.group(1)
+    namespace: dict = {}
+    exec(script, namespace)
+    test = namespace["test"]
+    for seed in (0, 1):
+        summary = json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
+        # trainer.test at the best checkpoint: the summary's test split, to float32 rounding
+        assert (
+            abs(test[f"seed_{seed}/test/bit_error"] - summary["splits"]["test"]["bit_error"]) < 1e-6
+        )
+        assert 0 < test[f"seed_{seed}/test/f1_micro"] <= 1
+        assert len(summary["splits"]["train"]["f1_per_bit"]) == 5

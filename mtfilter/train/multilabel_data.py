@@ -175,6 +175,19 @@ class MultiLabelDataModule(L.LightningDataModule):
 
     # -- what the module and Lightning read ---------------------------------------------------
 
+    def model_settings(self) -> dict[str, Any]:
+        """What `BitMappingModule` takes from this data (what the CLI links): its sizes,
+        fingerprint and seeds, the features' encoding and the F1 figures."""
+        return {
+            "num_bits": self.num_bits,
+            "num_samples": self.num_samples,
+            "data_fingerprint": self.fingerprint,
+            "seeds": self.seeds,
+            "in_dim": self.num_features,
+            "encoding": "linear",
+            "label_figures": self.label_figures,
+        }
+
     def split(self, name: str) -> Batch:
         """A whole split on the training device: (S, n, F) features and (S, n, T) labels, one
         row per seed (feature-major in memory)."""
