@@ -108,20 +108,25 @@ class EpochBatches:
         yield batches
 
 
-class FullBatch:
-    """The evaluation loader: the whole dataset as one batch, in index order."""
+class OneBatch:
+    """An evaluation loader of a single batch (the whole dataset, or a whole split)."""
 
-    def __init__(self, targets: Tensor) -> None:
-        self.targets = targets
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
         self.sampler = self.batch_sampler = None  # inspected by Lightning
 
     def __len__(self) -> int:
         return 1
 
     def __iter__(self) -> Iterator[Batch]:
-        indices = torch.arange(len(self.targets), device=self.targets.device)[None]
-        # (1, N, T), feature-major in memory as the training batches are (`EpochBatches`)
-        yield indices, self.targets.T.contiguous()[None].mT
+        yield self.batch
+
+
+def whole_dataset(targets: Tensor) -> Batch:
+    """The whole dataset as one batch, in index order: (1, N) indices, (1, N, T) targets
+    (feature-major in memory, as the training batches are: `EpochBatches`)."""
+    indices = torch.arange(len(targets), device=targets.device)[None]
+    return indices, targets.T.contiguous()[None].mT
 
 
 class BitMappingDataModule(L.LightningDataModule):
@@ -219,7 +224,7 @@ class BitMappingDataModule(L.LightningDataModule):
         (1, N, T) targets."""
         targets = self._on_device()
         if self._full_batch is None or self._full_batch[1].device != targets.device:
-            self._full_batch = next(iter(FullBatch(targets)))
+            self._full_batch = whole_dataset(targets)
         return self._full_batch
 
     def transfer_batch_to_device(
@@ -241,15 +246,15 @@ class BitMappingDataModule(L.LightningDataModule):
         sampler = EpochShuffle(self.num_samples, self.seeds, targets.device, rank, world_size)
         return EpochBatches(targets, self.batch_size, sampler)
 
-    def val_dataloader(self) -> FullBatch:
-        return FullBatch(self._on_device())
+    def val_dataloader(self) -> OneBatch:
+        return OneBatch(self.full_batch())
 
-    def test_dataloader(self) -> FullBatch:
+    def test_dataloader(self) -> OneBatch:
         # The task is to memorise the map: the test set is the whole dataset.
-        return FullBatch(self._on_device())
+        return OneBatch(self.full_batch())
 
-    def predict_dataloader(self) -> FullBatch:
-        return FullBatch(self._on_device())
+    def predict_dataloader(self) -> OneBatch:
+        return OneBatch(self.full_batch())
 
 
 def check_batch_size(batch_size: int, num_samples: int, world_size: int, chunks: int) -> None:

@@ -16,7 +16,7 @@ from mtfilter.errors import ConfigError
 from mtfilter.nn import counter_rng
 from mtfilter.nn.replicas import check_seeds
 from mtfilter.train import label_sources
-from mtfilter.train.data import EpochShuffle, check_batch_size
+from mtfilter.train.data import EpochShuffle, OneBatch, check_batch_size
 from mtfilter.train.label_sources import LabelledData
 
 SPLITS = ("train", "val", "test")
@@ -225,30 +225,16 @@ class MultiLabelDataModule(L.LightningDataModule):
         sampler = EpochShuffle(self.num_samples, self.seeds, inputs.device, rank, world_size)
         return SplitEpochs(inputs.mT, labels.mT, self.batch_size, sampler)
 
-    def val_dataloader(self) -> "WholeSplit":
-        return WholeSplit(self.split("val"))
+    def val_dataloader(self) -> OneBatch:
+        return OneBatch(self.split("val"))
 
-    def test_dataloader(self) -> "WholeSplit":
+    def test_dataloader(self) -> OneBatch:
         if self.split_indices["test"].shape[1] == 0:
             raise ConfigError("data.test_fraction is 0: there is no test split to evaluate")
-        return WholeSplit(self.split("test"))
+        return OneBatch(self.split("test"))
 
-    def predict_dataloader(self) -> "WholeSplit":
-        return WholeSplit(self.split("test" if self.split_indices["test"].shape[1] else "val"))
-
-
-class WholeSplit:
-    """An evaluation loader: one split as one batch."""
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.sampler = self.batch_sampler = None  # inspected by Lightning
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self) -> Iterator[Batch]:
-        yield self.batch
+    def predict_dataloader(self) -> OneBatch:
+        return OneBatch(self.split("test" if self.split_indices["test"].shape[1] else "val"))
 
 
 class SplitEpochs:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtfilter import BitMappingDataModule, ConfigError, fingerprint, make_targets
-from mtfilter.train.data import EpochBatches, EpochShuffle, FullBatch
+from mtfilter.train.data import EpochBatches, EpochShuffle, whole_dataset
 
 
 def test_data_module_resolves_defaults_and_fingerprint():
@@ -112,5 +112,5 @@ def test_each_loader_item_is_one_epoch_of_minibatches_sliced_on_the_device():
         assert torch.equal(batch_targets, targets[indices])
         seen += indices[0].tolist()
     assert sorted(seen) == list(range(8))
-    full_indices, full_targets = next(iter(FullBatch(targets)))
+    full_indices, full_targets = whole_dataset(targets)
     assert full_indices.tolist() == [list(range(8))] and torch.equal(full_targets[0], targets)
