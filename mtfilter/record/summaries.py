@@ -40,8 +40,9 @@ class Summary:
     multitask: dict[str, Any] = field(default_factory=dict)
     floor: dict[str, Any] | None = None  # see floor.Floor: the model's representational floor
     # data with held-out splits: each split's figures with the best epoch's weights, in eval
-    # mode: {"test": {"bit_error": ..., ...}, "train": {...}} (`mtfilter.train.split_figures`)
-    splits: dict[str, dict[str, Any]] | None = None
+    # mode, and that epoch: {"test": {"bit_error": ..., ...}, "train": {...}, "epoch": 42}
+    # (`mtfilter.train.split_figures`; the epoch is the best checkpoint's, None without one)
+    splits: dict[str, Any] | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def section(self, figure: Figure) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from mtfilter.report._include import check_include, not_swept
 from mtfilter.report._include import include as include_runs
 from mtfilter.report._markdown import write_markdown
 from mtfilter.report._methods import MethodResult, compare_methods
-from mtfilter.report._metric import METRICS, MetricName
+from mtfilter.report._metric import METRICS, TEST_METRICS, MetricName
 from mtfilter.report._select import Choice, select
 from mtfilter.report._stats import Estimate, Report, WidthComparison, compare, verdict
 
@@ -131,9 +131,9 @@ def _analyse(
     every_row = rows
     chosen = settings.metric
     select_keys = [k for k in settings.select_keys if k in keys]
-    if select_keys:
-        rows, choices = select(rows, keys, chosen, select_keys, width_key, layout_key,
-                               settings.selection_seeds)  # fmt: skip
+    if select_keys:  # chosen on the protocol's own figure, never on the test split
+        rows, choices = select(rows, keys, settings.select_metric, select_keys, width_key,
+                               layout_key, settings.selection_seeds)  # fmt: skip
         keys = [k for k in keys if k not in select_keys]
     sections = compare(rows, keys, chosen, width_key, layout_key,
                        unconverged=settings.unconverged)  # fmt: skip
@@ -151,7 +151,8 @@ def _analyse(
         sections = {
             s: c for s, c in sections.items() if all(v is None for v in s) or _both_layouts(c)
         } or sections
-    table = Report(folder=folder, keys=keys, rows=rows, metric=chosen, width_key=width_key,
+    table = Report(folder=folder, keys=keys, rows=rows, metric=chosen,
+                   select_metric=settings.select_metric, width_key=width_key,
                    layout_key=layout_key, sections=sections, methods=methods, choices=choices,
                    select_key=select_keys or None, unconverged=settings.unconverged,
                    every_row=every_row, width_per=settings.width_per,
@@ -170,13 +171,14 @@ def pick(folder: str | Path, runs: list[str] | None = None) -> list[Choice]:
     select_keys = [k for k in settings.select_keys if k in keys]
     if not select_keys:
         return []
-    return select(rows, keys, settings.metric, select_keys, settings.width_key,
+    return select(rows, keys, settings.select_metric, select_keys, settings.width_key,
                   settings.layout_key, settings.selection_seeds)[1]  # fmt: skip
 
 
 @dataclass
 class _Settings:
     metric: str
+    select_metric: str  # what a choice minimises: a sweep's `select.metric`, else `metric`
     width_key: str
     layout_key: str
     select_keys: list[str]
@@ -200,9 +202,15 @@ def _settings(folder: Path, **given: Any) -> _Settings:
     metric = option("metric", "val")
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    # a choice never reads the test split: without a recorded `select.metric`, a report
+    # compared on a test figure chooses on its validation counterpart
+    select_metric = option("select_metric", metric.removeprefix("test_"))
+    if select_metric in TEST_METRICS:
+        raise ConfigError(f"select_metric {select_metric} reads the test split: no choice may")
     select_key = option("select_key", None)
     return _Settings(
         metric=metric,
+        select_metric=select_metric,
         width_key=option("width_key", "model.hidden_dim"),
         layout_key=option("layout_key", "model.layout"),
         select_keys=[select_key] if isinstance(select_key, str) else list(select_key or []),

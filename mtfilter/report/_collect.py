@@ -72,7 +72,9 @@ SPLIT_FIGURES = ("loss", "bit_error", "exact_match_error", "exact_match", "f1", 
 
 
 def split_columns() -> list[str]:
-    return [f"{prefix}_{name}" for prefix in SPLIT_PREFIXES.values() for name in SPLIT_FIGURES]
+    """The splits' figures, and `split_epoch`: the epoch whose weights they were read with."""
+    figures = [f"{prefix}_{name}" for prefix in SPLIT_PREFIXES.values() for name in SPLIT_FIGURES]
+    return [*figures, "split_epoch"]
 
 
 def columns(rows: list[dict[str, Any]] | None = None) -> list[str]:
@@ -141,6 +143,7 @@ def _row(
         f"{prefix}_{name}": splits.get(split, {}).get(name)
         for split, prefix in SPLIT_PREFIXES.items() for name in SPLIT_FIGURES
     })  # fmt: skip
+    figures["split_epoch"] = splits.get("epoch")
     floor = summary.floor or {}
     convergence = summary.convergence or {}
     return {

@@ -78,7 +78,8 @@ def write_markdown(path: Path, report: Report) -> None:
         if any(layout in c.value for comparisons in sections.values() for c in comparisons)
     ] or list(LAYOUTS)
     if choices:
-        lines += _choices_section(choices, select_key or [], width_name)
+        selected = METRICS[report.select_metric or report.metric]
+        lines += _choices_section(choices, select_key or [], width_name, selected)
     for section, comparisons in sections.items():
         if section:  # other keys varied: a heading per section
             name = report.section_name(section)
@@ -281,7 +282,9 @@ def _caveat(c: WidthComparison, mode: str) -> str:
     return f" ({UNCONVERGED} not converged: {' and '.join(sides)}; not a comparison of optima)"
 
 
-def _choices_section(choices: list[Choice], keys: list[str], width_name: str) -> list[str]:
+def _choices_section(
+    choices: list[Choice], keys: list[str], width_name: str, selected: Metric
+) -> list[str]:
     names = ", ".join(f"`{key}`" for key in keys)
     if all(len(c.means) == 1 for c in choices):  # e.g. rates chosen by an earlier sweep
         lines = [
@@ -309,7 +312,7 @@ def _choices_section(choices: list[Choice], keys: list[str], width_name: str) ->
         lines = [
             f"## {names} chosen per point",
             "",
-            f"Per width and layout, the value with the lowest mean best figure compared, ties "
+            f"Per width and layout, the value with the lowest mean best {selected.label}, ties "
             f"broken by the loss ({how}). Each candidate's mean on the selection seeds "
             f"(`diverged`: a run of it diverged, never chosen); the chosen one's loss, bit error "
             f"and exact-match error there; {UNCONVERGED}: some of the chosen value's selection "

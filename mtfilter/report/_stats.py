@@ -109,7 +109,7 @@ class Report:
     folder: Path
     keys: list[str]  # the varied keys (the chosen one of `select_key` left out)
     rows: list[dict[str, Any]]  # one per run and seed (the chosen setting's, with a selection)
-    metric: str  # a name of METRICS
+    metric: str  # a name of METRICS: the figure compared
     width_key: str
     layout_key: str
     sections: dict[tuple, list["WidthComparison"]]  # the other keys' values -> widths
@@ -122,6 +122,7 @@ class Report:
     contrast_key: str | None = None  # a varied key whose values are compared point by point
     contrasts: list[Any] = field(default_factory=list)  # Contrast
     not_included: list[str] = field(default_factory=list)  # include folders with no sweep yet
+    select_metric: str | None = None  # what the choices minimised (default: `metric`)
 
     @property
     def compared(self) -> Metric:

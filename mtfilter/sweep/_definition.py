@@ -27,8 +27,9 @@ def report_settings(report: dict[str, Any], select: Selection | None) -> dict[st
               "out of the report until its sweep has run", file=sys.stderr)  # fmt: skip
     if select is None:
         return report
+    # the picks always minimise `select.metric`, whatever figure the report compares
     return {
-        "metric": select.metric, **report,
+        "metric": select.metric, **report, "select_metric": select.metric,
         "select_key": list(select.candidates), "selection_seeds": select.selection_seeds,
     }  # fmt: skip
 

@@ -39,10 +39,12 @@ def fit_report(folder: Path, summary: dict[str, Any], batch: bool = False) -> st
                 f"error {val['exact_match_error_at_best']:.4f} (lowest over epochs: "
                 f"{val['bit_error_best']:.4f}, {val['exact_match_error_best']:.4f})"
             )
-        test = (one.get("splits") or {}).get("test")
+        splits = one.get("splits") or {}
+        test = splits.get("test")
         if test:
+            epoch = f" (epoch {splits['epoch']})" if splits.get("epoch") else ""
             lines.append(
-                f"  {name}test split, best epoch's weights: Hamming loss (bit error) "
+                f"  {name}test split, best epoch's weights{epoch}: Hamming loss (bit error) "
                 f"{test['bit_error']:.4f}, subset accuracy {test['exact_match']:.4f}, micro F1 "
                 f"{test['f1_micro']:.4f}, macro F1 {test['f1']:.4f}"
             )

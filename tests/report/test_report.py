@@ -389,6 +389,7 @@ def test_the_transition_is_where_mt_stays_within_noise_of_st():
 
 def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
     from mtfilter.report._markdown import _choices_section
+    from mtfilter.report._metric import METRICS
     from mtfilter.report._select import select
 
     rows = []
@@ -407,7 +408,7 @@ def test_a_pick_that_only_the_tie_break_put_at_an_edge_is_not_an_edge():
     _, (edge,) = select(strictly, keys, "bit_error", lr, "model.hidden_dim", "model.layout", None)
     assert edge.chosen == {lr: 0.1} and edge.edges == {lr: "high"} and not edge.tied_at_edge
     # results.md's legend counts both, and says why the tie is not marked
-    legend = " ".join(_choices_section([tied, edge], [lr], "hidden_dim"))
+    legend = " ".join(_choices_section([tied, edge], [lr], "hidden_dim", METRICS["bit_error"]))
     assert "(1 of 2 points; 1 more chose the lowest or highest value tried in a tie" in legend
 
 
@@ -648,3 +649,42 @@ def test_against_a_file_that_is_not_results_is_refused_before_anything_is_writte
     with pytest.raises(ConfigError, match=r"cannot read .*missing.csv"):
         report(folder, against=tmp_path / "missing.csv")
     assert not (folder / "results.md").exists() and not (folder / "against.md").exists()
+
+
+def test_a_study_reported_on_the_test_split_picks_on_validation(tmp_path):
+    """The pick a sweep acts on minimises `select.metric` (validation), not the figure its
+    report compares: here the rate better on the test split is worse on validation."""
+    from mtfilter.report import pick
+    from mtfilter.sweep._definition import report_settings
+    from mtfilter.sweep._protocol import Selection
+
+    lr_key = "model.optimizer.init_args.lr"
+    select = Selection(candidates={lr_key: [0.01, 0.03]}, selection_seeds=[0, 1], seeds=[],
+                       metric="bit_error")  # fmt: skip
+    settings = report_settings({"metric": "test_bit_error"}, select)
+    assert settings["metric"] == "test_bit_error" and settings["select_metric"] == "bit_error"
+    runs = []
+    for rate, val_error, test_error in [(0.01, 0.10, 0.30), (0.03, 0.20, 0.05)]:
+        name = f"hidden_dim=8-layout=mt-lr={rate}"
+        values = {"model.hidden_dim": 8, "model.layout": "mt", lr_key: rate}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"name": name, "values": values, "seeds": [0, 1], "status": "completed"}))  # fmt: skip
+        paths = []
+        for seed in (0, 1):
+            summary = fake_summary(8, "mt", seed)
+            summary["val"]["bit_error_best"] = val_error
+            summary["splits"] = {"test": {"bit_error": test_error}}
+            (tmp_path / name / f"seed_{seed}").mkdir()
+            (tmp_path / name / f"seed_{seed}" / "summary.json").write_text(json.dumps(summary))
+            paths.append(f"seed_{seed}/summary.json")
+        (tmp_path / name / "summary.json").write_text(
+            json.dumps({"status": "completed", "seeds": [0, 1], "replicas": paths})
+        )
+        runs.append(name)
+    grid = {"model.hidden_dim": [8], "model.layout": ["mt"], lr_key: [0.01, 0.03],
+            "seed_everything": [0, 1]}  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": grid, "runs": runs,
+                                                     "report": settings}))  # fmt: skip
+    (choice,) = pick(tmp_path)
+    assert choice.chosen == {lr_key: 0.01}  # validation's pick; the test split: 0.03

@@ -109,8 +109,10 @@ class RunSummary(Callback):
             # without the best-epoch checkpoint: the weights as training left them
             best = checkpoint.best_weights(trainer.lightning_module) if tracks_best else None
             splits = record.split_sections(best)
-            for summary, section in zip(runs, splits or [], strict=False):
-                summary.splits = section
+            epochs = checkpoint.best_epochs() if tracks_best and splits else None
+            for replica, (summary, section) in enumerate(zip(runs, splits or [], strict=False)):
+                # the epoch whose weights these are (the checkpoint's monitor chose it)
+                summary.splits = {**section, "epoch": epochs[replica] if epochs else None}
         for summary, writer in zip(runs, _hparams_writers(trainer, record), strict=True):
             if writer is not None and summary.epochs > 0:
                 tensorboard.write_hparams(
