@@ -6,23 +6,28 @@ import re
 from tests.helpers import REPO
 
 
-def test_readme_plain_pytorch_example_runs_and_learns():
+def run_readme_example(opening: str, epochs: int | None = None) -> dict:
+    """Run the README's python block that starts with the comment `opening` (its 300 epochs
+    cut to `epochs`); returns its namespace."""
     readme = (REPO / "README.md").read_text()
-    example = re.search(r"```python\n(# plain PyTorch.*?)```", readme, re.DOTALL)
-    assert example, "README lost its plain-PyTorch example"
+    example = re.search(rf"```python\n({re.escape(opening)}.*?)```", readme, re.DOTALL)
+    assert example, f"README lost its example {opening!r}"
+    script = example.group(1)
+    if epochs is not None:
+        script = script.replace("max_epochs=300", f"max_epochs={epochs}")
+        assert script != example.group(1)
     namespace: dict = {}
-    exec(example.group(1), namespace)
+    exec(script, namespace)
+    return namespace
+
+
+def test_readme_plain_pytorch_example_runs_and_learns():
+    namespace = run_readme_example("# plain PyTorch")
     assert namespace["losses"][-1] < namespace["losses"][0]
 
 
 def test_readme_plain_trainer_script_writes_what_a_fit_writes(run_dir):
-    readme = (REPO / "README.md").read_text()
-    example = re.search(r"```python\n(# Lightning: a plain Trainer.*?)```", readme, re.DOTALL)
-    assert example, "README lost its plain-Trainer example"
-    script = example.group(1).replace("max_epochs=300", "max_epochs=20")
-    assert script != example.group(1)
-    namespace: dict = {}
-    exec(script, namespace)
+    namespace = run_readme_example("# Lightning: a plain Trainer", epochs=20)
     assert len(namespace["bit_error"]) == 2 and all(1 <= e <= 20 for e in namespace["epoch"])
     for seed in (0, 1):
         summary = json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
@@ -36,13 +41,7 @@ def test_readme_plain_trainer_script_writes_what_a_fit_writes(run_dir):
 
 
 def test_readme_own_data_script_reports_the_test_split_at_the_best_epoch(run_dir):
-    readme = (REPO / "README.md").read_text()
-    example = re.search(r"```python\n(# your own data.*?)```", readme, re.DOTALL)
-    assert example, "README lost its own-data example"
-    script = example.group(1).replace("max_epochs=300", "max_epochs=30")
-    assert script != example.group(1)
-    namespace: dict = {}
-    exec(script, namespace)
+    namespace = run_readme_example("# your own data", epochs=30)
     test = namespace["test"]
     for seed in (0, 1):
         summary = json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
