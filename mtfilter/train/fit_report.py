@@ -91,9 +91,14 @@ def _convergence_note(convergence: dict[str, Any] | None) -> str:
 
 
 def describe_model(
-    layout: str, num_bits: int, replicas: list[Replica], counts: dict[str, int]
+    layout: str,
+    num_bits: int,
+    replicas: list[Replica],
+    counts: dict[str, int],
+    task_noun: str = "bits",
 ) -> str:
-    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`."""
+    """The start-up line, e.g. `st model, 10 bits, seed 0: 166,330 parameters (...)`
+    (`task_noun` "labels" for real multi-label data)."""
     seeds = list(dict.fromkeys(r.seed for r in replicas))
     rates = list(dict.fromkeys(r.learning_rate for r in replicas if r.learning_rate is not None))
     stacked = f" x {len(replicas)} replicas" if len(replicas) > 1 else ""
@@ -101,7 +106,7 @@ def describe_model(
     if rates:
         which += f" x learning rates {', '.join(f'{r:g}' for r in rates)}"
     return (
-        f"{layout} model, {num_bits} bits, {which}: {counts['total']:,} parameters{stacked} "
+        f"{layout} model, {num_bits} {task_noun}, {which}: {counts['total']:,} parameters{stacked} "
         f"({counts['shared']:,} shared, {counts['per_task']:,} per task, of which "
         f"{counts['task_specific']:,} task-specific"
         + (f", {counts['filter']:,} in task filters)" if counts["filter"] else ")")

@@ -224,7 +224,8 @@ class BitMappingModule(EvaluationLoops):
         self.objective.setup(str(self.trainer.precision), self.device)
         self.live.rows_to(self.device)
         counts = self.parameter_counts()
-        rank_zero_info(describe_model(self.hparams.layout, self.num_bits, self.replicas, counts))
+        layout, noun = self.hparams.layout, "labels" if self.hparams.label_figures else "bits"
+        rank_zero_info(describe_model(layout, self.num_bits, self.replicas, counts, noun))
         self._set_floors(self.trainer.datamodule)
 
     def _set_floors(self, data: Any) -> None:

@@ -149,7 +149,7 @@ def _refused(args: list[str], words: list[str], run_dir: Path, capsys) -> None:
     assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written
 
 
-def test_a_fit_from_a_csv_reports_the_test_split_at_the_best_epoch(run_dir, capsys):
+def test_a_fit_from_a_csv_reports_the_test_split_at_the_best_epoch(run_dir, capsys, caplog):
     path = write_csv(run_dir / "data.csv", *arrays())
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--data.dataset", str(path), "--data.label_columns", '["y0", "y1"]',
@@ -160,6 +160,7 @@ def test_a_fit_from_a_csv_reports_the_test_split_at_the_best_epoch(run_dir, caps
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert out.count("test split, best epoch's weights (epoch ") == 2, out
+    assert any(f"{LABELS} labels, seeds 0, 1" in r.getMessage() for r in caplog.records)
     folder = next((run_dir / "lightning_logs").iterdir())
     summary = json.loads((folder / "seed_1" / "summary.json").read_text())
     test, train = summary["splits"]["test"], summary["splits"]["train"]
