@@ -44,11 +44,12 @@ class EvaluationLoops(L.LightningModule):
             figures = metrics.evaluation_metrics(stage, evaluation, index, self.figures)
             self.log_dict({prefix + key: value for key, value in figures.items()})
 
-    def replica_rows(self, batch: Batch) -> Batch:
-        """A batch for the whole stack: one row shared by every replica, or, where the data
-        has a row per seed (held-out splits), each replica's seed's row."""
+    def replica_rows(self, batch: Batch, live_only: bool = False) -> Batch:
+        """A batch for the whole stack (`live_only`: for its live replicas): one row shared by
+        every replica, or, where the data has a row per seed (held-out splits), each replica's
+        seed's row."""
         inputs, targets = batch
-        rows = self.live.data_rows
+        rows = self.live.step_rows if live_only else self.live.data_rows
         if inputs.shape[0] == 1 or rows is None:
             return inputs, targets
         return inputs[rows], targets[rows]

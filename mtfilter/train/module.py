@@ -285,10 +285,7 @@ class BitMappingModule(EvaluationLoops):
 
     def _finish_epoch(self) -> None:
         reduce = self._mean_over_processes
-        inputs, targets = self.trainer.datamodule.full_batch()
-        rows = self.live.step_rows  # per-seed rows (held-out splits): the live replicas' own
-        if inputs.shape[0] > 1 and rows is not None:
-            inputs, targets = inputs[rows], targets[rows]
+        inputs, targets = self.replica_rows(self.trainer.datamodule.full_batch(), live_only=True)
         net = self.live.net
         was_training = net.training
         net.eval()
